@@ -1,0 +1,53 @@
+# dis2 — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.dis2-installed
+
+.PHONY: install demo test test-notebooks test-pytest check-clean export clean-nbs figures results bench distclean
+
+install: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+## The main job: build the embedded dataset if absent, train, evaluate every scenario, write results/ and figures/.
+demo: install
+	$(BIN)/dis2 demo
+
+## Whole suite: notebooks are clean and exported, every notebook executes in smoke mode, then pytest.
+test: install check-clean test-notebooks test-pytest
+
+check-clean: install
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  if [ -n "$$(git status --porcelain --untracked-files=all -- nbs dis2)" ]; then \
+	    git status --short -- nbs dis2; \
+	    echo "nbdev_export/nbdev_clean changed tracked files: run them and commit the result"; exit 1; fi; fi
+
+test-notebooks: install
+	DIS2_SMOKE=1 $(BIN)/nbdev_test --n_workers 2 --timing
+
+test-pytest: install
+	DIS2_SMOKE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+export: install
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+figures: install
+	$(BIN)/dis2 figures
+
+results: install
+	$(BIN)/dis2 figures --results-only
+
+bench: install
+	$(BIN)/dis2 bench --config dis2
+
+distclean:
+	rm -rf $(VENV) build *.egg-info
