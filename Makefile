@@ -32,10 +32,10 @@ check-clean: install
 	    echo "nbdev_export/nbdev_clean changed tracked files: run them and commit the result"; exit 1; fi; fi
 
 test-notebooks: install
-	DIS2_SMOKE=1 $(BIN)/nbdev_test --n_workers 2 --timing
+	DIS2_SMOKE=1 DIS2_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
 test-pytest: install
-	DIS2_SMOKE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	DIS2_SMOKE=1 DIS2_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 export: install
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
