@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 # %% auto #0
 __all__ = ['TERMS', 'LossConfig', 'class_weights', 'weighted_ce', 'soft_dice', 'resize_labels', 'seg_loss', 'deep_loss',
-           'aux_loss', 'kd_feature', 'kd_penultimate', 'kd_logit', 'disentangle_loss', 'compute_losses']
+           'aux_loss', 'kd_feature', 'kd_penultimate', 'kd_logit', 'disentangle_loss', 'compute_losses', 'model_terms']
 
 # %% ../nbs/09_losses.ipynb #6535bc2a
 import torch
 import torch.nn.functional as F
+from .core import ConfigError
 from .modalities import IGNORE_INDEX
 
 # %% ../nbs/09_losses.ipynb #15fcbb02
@@ -34,6 +35,7 @@ class LossConfig:
     kd_levels: tuple = (0, 1, 2)
     disentangle_levels: tuple = (0, 1, 2)
     class_weighting: bool = True     # CE weight = 1 - class pixel share in the batch
+    extra: float = 1.0               # multiplier of the model's own terms (`out['extra_losses']`, see below)
 
 # %% ../nbs/09_losses.ipynb #109884ff
 def _zero(ref: torch.Tensor) -> torch.Tensor:
@@ -165,6 +167,18 @@ def compute_losses(student_out: dict, batch_labels: torch.Tensor, teacher_out: d
         if cfg.kd_logit: out['kd_logit'] = kd_logit(student_out, teacher_out, sel, cfg.temperature)
     if cfg.disentangle and student_out.get('comp_pooled') and sel.any():
         out['disentangle'] = disentangle_loss(student_out, sel, cfg.disentangle_levels)
+    extra = model_terms(outs)
+    out.update(extra)
     out['total'] = sum(w[k] * out[k] for k in TERMS if w[k])
+    if cfg.extra and extra: out['total'] = out['total'] + cfg.extra * sum(extra.values())
     if not isinstance(out['total'], torch.Tensor): out['total'] = z
     return out
+
+def model_terms(outs) -> dict:
+    "The models' own loss terms (`extra_losses` of each output, summed by name); names may not shadow `TERMS`."
+    extra = {}
+    for o in outs:
+        for k, v in (o.get('extra_losses') or {}).items():
+            if k in TERMS or k == 'total': raise ConfigError(f"extra loss {k!r} shadows a built-in loss term")
+            extra[k] = extra[k] + v if k in extra else v
+    return extra

@@ -5,12 +5,12 @@
 # %% ../nbs/10_model.ipynb #ad6c9b28
 from __future__ import annotations
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['FUSIONS', 'HEADS', 'MODEL_PRESETS', 'ModelConfig', 'make_fusion', 'make_head', 'count_params', 'SegModel',
-           'model_preset', 'benchmark_model']
+__all__ = ['FUSIONS', 'HEADS', 'ARCHS', 'PLUGINS', 'MODEL_PRESETS', 'ModelConfig', 'make_fusion', 'make_head', 'count_params',
+           'SegModel', 'register_arch', 'load_plugins', 'build_model_from_config', 'model_preset', 'benchmark_model']
 
 # %% ../nbs/10_model.ipynb #5742b9cb
 import torch
@@ -51,8 +51,11 @@ class ModelConfig:
     dropout: float = 0.1
     transformer_dropout: float = 0.0
     fusion_hidden: float = 0.5
+    arch: str = 'segmodel'
+    arch_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        self.arch_options = dict(self.arch_options or {})
         for f in ('modalities', 'in_channels', 'widths', 'class_widths', 'dec_widths'):
             setattr(self, f, tuple(getattr(self, f)))
         M = len(self.modalities)
@@ -203,6 +206,30 @@ class SegModel(nn.Module):
         t['aux'], s['aux'] = self.aux_logits(feats), {}
         return t, s
 
+# %% ../nbs/10_model.ipynb #7859f7e1
+ARCHS: dict = {'segmodel': SegModel}
+PLUGINS = ('dis2.peers',)
+
+def register_arch(name: str, cls) -> type:
+    "Register model class `cls` (built as `cls(cfg: ModelConfig)`) under `ModelConfig.arch` name `name`."
+    ARCHS[name] = cls
+    return cls
+
+def load_plugins():
+    "Import the modules that register further architectures, presets and training configs (`PLUGINS`)."
+    import importlib
+    for mod in PLUGINS:
+        try: importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod: raise                  # a plugin that is there but broken must not go unnoticed
+
+def build_model_from_config(cfg: ModelConfig | dict) -> nn.Module:
+    "The model of `cfg` (a `ModelConfig` or its dict): `ARCHS[cfg.arch](cfg)`."
+    cfg = from_dict(ModelConfig, asdict_deep(cfg) if dataclasses.is_dataclass(cfg) else cfg)
+    if cfg.arch not in ARCHS: load_plugins()
+    if cfg.arch not in ARCHS: raise ConfigError(f"unknown model arch {cfg.arch!r}; registered: {sorted(ARCHS)}")
+    return ARCHS[cfg.arch](cfg)
+
 # %% ../nbs/10_model.ipynb #bd18782c
 MODEL_PRESETS = {
     'dis2': {},
@@ -219,6 +246,7 @@ MODEL_PRESETS = {
 def model_preset(name: str, modalities: Sequence[str] = ('optical', 'ndsm'), in_channels: Sequence[int] = (3, 1),
                  n_classes: int = 6, **overrides) -> ModelConfig:
     "The `ModelConfig` of preset `name` for these modalities and classes, with `overrides` applied."
+    if name not in MODEL_PRESETS: load_plugins()
     if name not in MODEL_PRESETS: raise ConfigError(f"unknown model preset {name!r}; known: {sorted(MODEL_PRESETS)}")
     if name == 'unimodal' and len(modalities) != 1:
         raise ConfigError(f"preset 'unimodal' takes exactly one modality, got {list(modalities)}")

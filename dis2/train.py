@@ -154,6 +154,8 @@ def apply_overrides(cfg: RunConfig, **overrides) -> RunConfig:
 
 def get_config(name: str, smoke: bool | None = None, **overrides) -> RunConfig:
     "The registered config `name` (smoke-sized in smoke mode), with `overrides` applied."
+    if name not in CONFIGS:                          # the peer methods register theirs when `dis2.peers` is imported
+        from dis2.model import load_plugins; load_plugins()
     if name not in CONFIGS: raise ConfigError(f"unknown config {name!r}; known: {', '.join(CONFIGS)}")
     cfg = CONFIGS[name]()
     if smoke if smoke is not None else is_smoke(): cfg = apply_overrides(cfg, model=SMOKE_MODEL, **SMOKE_TRAIN)
@@ -296,19 +298,19 @@ def load_checkpoint(path, map_location='cpu') -> Checkpoint:
 
 # %% ../nbs/11_train.ipynb #6cca6b8e
 def build_model(run_cfg: RunConfig, modalities, classes: ClassSet) -> nn.Module:
-    "The `SegModel` of `run_cfg.method` for `modalities` (specs) and `classes`."
-    from dis2.model import SegModel, model_preset
+    "The model (`SegModel` or a registered `arch`) of `run_cfg.method` for `modalities` (specs) and `classes`."
+    from dis2.model import build_model_from_config, model_preset
     cfg = model_preset(run_cfg.method, modalities=tuple(m.name for m in modalities),
                        in_channels=tuple(m.n_bands for m in modalities), n_classes=len(classes), **run_cfg.model)
-    return cfg if isinstance(cfg, nn.Module) else SegModel(cfg)
+    return cfg if isinstance(cfg, nn.Module) else build_model_from_config(cfg)
 
 def model_from_checkpoint(path, device=None) -> tuple:
     "`(model, modality specs, classes)` from a checkpoint; the model is in eval mode on `device` (default CPU)."
     ck = load_checkpoint(path)
     if ck.model_config is None: raise CheckpointError('checkpoint has no model config (model was not a dis2 SegModel)', path)
-    from dis2.model import SegModel, ModelConfig
+    from dis2.model import build_model_from_config, ModelConfig
     try:
-        model = SegModel(from_dict(ModelConfig, ck.model_config))
+        model = build_model_from_config(from_dict(ModelConfig, ck.model_config))
         model.load_state_dict(ck.model)
     except CheckpointError: raise
     except Exception as e: raise CheckpointError(f"model in checkpoint does not match its config: {e}", path) from None
@@ -466,9 +468,10 @@ def train(run_cfg: RunConfig, train_ds, val_ds=None, out_dir='runs/dis2', resume
                 t_out, s_out = fwd(inputs, av_t, av_s, tc.distill)
             losses = compute_losses(s_out, label, t_out, tc.loss, distill_on, modalities=mods)
             scaler.scale(losses['total'] / tc.grad_accum).backward()
-            vals = torch.stack([losses[k].detach().float() for k in (*TERMS, 'total')])
+            keys = (*[k for k in losses if k != 'total'], 'total')     # TERMS, then the model's own terms
+            vals = torch.stack([losses[k].detach().float() for k in keys])
             if world > 1: dist.all_reduce(vals); vals /= world
-            for k, v in zip((*TERMS, 'total'), vals.tolist()): extra['sums'][k] = extra['sums'].get(k, 0.) + v
+            for k, v in zip(keys, vals.tolist()): extra['sums'][k] = extra['sums'].get(k, 0.) + v
             extra['count'] += 1
             if (b + 1) % tc.grad_accum and b + 1 < nb: continue
             if tc.grad_clip:
@@ -476,7 +479,7 @@ def train(run_cfg: RunConfig, train_ds, val_ds=None, out_dir='runs/dis2', resume
             scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
             lr = sched.get_last_lr()[0]; sched.step(); step += 1
             if tc.log_every and step % tc.log_every == 0:
-                history.append({'kind': 'step', 'epoch': ep, 'step': step, 'lr': lr, **dict(zip((*TERMS, 'total'), vals.tolist()))})
+                history.append({'kind': 'step', 'epoch': ep, 'step': step, 'lr': lr, **dict(zip(keys, vals.tolist()))})
             bar.set_postfix(loss=f"{vals[-1].item():.3f}")
             if callback: callback('step', {'epoch': ep, 'batch': b, 'step': step, 'loss': vals[-1].item()})
             if tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0 and b + 1 < nb:
