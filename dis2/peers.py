@@ -23,7 +23,6 @@ from .fusion import ConcatFusion, HierarchicalHybridFusion
 from .dlkd import fill_slots, slot_mask
 from .model import ModelConfig, SegModel, MODEL_PRESETS, make_head, register_arch
 from .train import CONFIGS, apply_overrides
-from .experiment import MethodSpec, unimodal_methods
 
 # %% ../nbs/17_peers.ipynb #c6c74c84
 def contract(logits: torch.Tensor, avail: torch.Tensor, **parts) -> dict:
@@ -38,7 +37,7 @@ def contract(logits: torch.Tensor, avail: torch.Tensor, **parts) -> dict:
 def masked_mean(stack: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     "Mean over the slot dimension of `stack` (B, M, ...) of the available slots only (`avail` (B, M), ≥ 1 per row)."
     w = avail.to(stack.dtype).view(*avail.shape, *[1] * (stack.dim() - 2))
-    return (torch.where(w.bool(), stack, torch.zeros((), dtype=stack.dtype)) * w).sum(1) / w.sum(1)
+    return (torch.where(w.bool(), stack, torch.zeros((), dtype=stack.dtype, device=stack.device)) * w).sum(1) / w.sum(1)
 
 def stack_inputs(inputs: dict, avail: torch.Tensor, modalities: Sequence[str], in_channels: Sequence[int],
                  indicators: bool = True) -> torch.Tensor:
@@ -360,8 +359,10 @@ ABLATIONS = ('dis2', 'dis2-no-hf', 'dis2-no-cflm', 'dis2-no-dlkd', 'dis2-no-dise
 
 def peer_methods(modalities: Sequence[str]) -> list:
     "The comparison: a unimodal baseline per modality, then early, late, fusion, mmformer, shaspec, kd, gemm, dis2."
+    from dis2.experiment import MethodSpec, unimodal_methods     # here: importing dis2.peers stays light
     return unimodal_methods(modalities) + [MethodSpec(n, n) for n in PEERS]
 
 def ablation_methods() -> list:
     "The ablation study of DIS2: the full method and one configuration per removed part."
+    from dis2.experiment import MethodSpec
     return [MethodSpec(n, n) for n in ABLATIONS]
