@@ -484,3 +484,13 @@ def test_cli_evaluate_bad_data_is_one_line_naming_the_file(root, checkpoint, tmp
     else: p = tif(root, 'optical', test_tile); p.write_text('nope')
     cli_fails(['evaluate', '--checkpoint', checkpoint, '--data', root, '--out', tmp_path / 'ev'], capsys, p)
     assert not (tmp_path / 'ev').exists() or not list((tmp_path / 'ev').iterdir())
+
+
+def test_predict_refuses_a_forged_enormous_width_before_allocating(checkpoint, tmp_path):
+    "A header claiming a 10^6-pixel-wide tile would need a huge band accumulator: refused, file named, nothing written."
+    p = _huge(tmp_path / 'huge_ndsm.tif', dtype='float32')
+    out = tmp_path / 'out' / 'pred.tif'
+    with pytest.raises(DataError, match='band accumulator') as e:
+        predict_geotiff(checkpoint, {'ndsm': p}, out, window=512, progress=False)
+    assert str(p) in str(e.value)
+    assert not out.exists()
