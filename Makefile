@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dis2-installed
 
-.PHONY: install demo test test-notebooks test-pytest check-clean export clean-nbs figures results bench distclean
+.PHONY: install demo test test-notebooks test-pytest check-clean export clean-nbs figures results long-budget bench distclean
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ figures: install
 
 results: install
 	$(BIN)/dis2 figures --results-only
+
+## The comparison again at the registered configs' full 10-epoch budget (~25 min on 2 cores) → results/long_budget/.
+long-budget: install
+	$(BIN)/dis2 figures --only 21 --budget '{"epochs": 10}' --out results/long_budget
 
 bench: install
 	$(BIN)/dis2 bench --config dis2
