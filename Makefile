@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dis2-installed
 
-.PHONY: install demo test test-notebooks test-pytest check-clean export clean-nbs figures results long-budget bench distclean
+.PHONY: install demo test test-notebooks test-pytest check-clean export clean-nbs figures results long-budget bench lab gpu-check distclean
 
 install: $(STAMP)
 
@@ -52,6 +52,16 @@ long-budget: install
 
 bench: install
 	$(BIN)/dis2 bench --config dis2
+
+## JupyterLab on nbs/ with the project's kernel "Python (dis2)" (this venv), registered in the venv. LAB_ARGS: extra flags, e.g. LAB_ARGS='--no-browser --port 8899'.
+LAB_ARGS ?=
+lab: install
+	$(BIN)/python -m ipykernel install --sys-prefix --name dis2 --display-name "Python (dis2)" >/dev/null
+	$(BIN)/jupyter lab --ServerApp.root_dir=nbs --MappingKernelManager.default_kernel_name=dis2 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+## On a CUDA machine: AMP + channels-last training steps, resume, tile prediction, a 1-process NCCL DDP step, compared with CPU; skips (exit 0) without a GPU.
+gpu-check: install
+	$(BIN)/python tools/gpu_check.py
 
 distclean:
 	rm -rf $(VENV) build *.egg-info
