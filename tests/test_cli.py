@@ -33,6 +33,21 @@ def test_demo_writes_table_and_figures(demo):
     assert len(pngs) >= 3 and all(p.stat().st_size > 1000 for p in pngs)
 
 
+def test_demo_rerun_leaves_outputs_byte_identical(demo):
+    "`make demo` twice → `git status` clean: a resumed rerun rewrites results/ and figures/ with the same bytes; timings go to runs/."
+    files = lambda: {p.relative_to(demo): p.read_bytes() for d in ('results', 'figures') for p in sorted((demo / d).rglob('*')) if p.is_file()}
+    before = files()
+    assert 'seconds' not in json.loads((demo / 'results' / 'demo.json').read_text())
+    rc = main(['demo', '--smoke', '--data', str(demo / 'embedded'), '--results', str(demo / 'results'),
+               '--figures', str(demo / 'figures'), '--runs', str(demo / 'runs')])
+    assert rc == 0
+    after = files()
+    assert sorted(after) == sorted(before)
+    assert [str(k) for k in before if before[k] != after[k]] == []
+    log = [json.loads(l) for l in (demo / 'runs' / 'demo' / 'timings.jsonl').read_text().splitlines()]
+    assert len(log) == 2 and all(r['results'] == 'demo.json' and r['seconds'] >= 0 for r in log)
+
+
 def test_train_evaluate_predict_roundtrip(demo, tmp_path, capsys):
     data = demo / 'embedded'
     assert main(['train', '--data', str(data), '--modalities', 'optical,ndsm', '--config', 'fusion',
