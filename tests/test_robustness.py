@@ -74,15 +74,16 @@ def no_temp_files(folder) -> bool:
 
 
 def cli_fails(argv, capsys, *names):
-    "`main(argv)` returns 2 with exactly one stderr line `dis2 <cmd>: error: ...` containing every `names`."
+    "`main(argv)` returns 2; stderr ends with exactly one line `dis2 <cmd>: error: ...` containing every `names` (notices before it, no traceback)."
     capsys.readouterr()
     rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [l for l in capsys.readouterr().err.strip().splitlines() if l.strip()]
     assert rc == 2, err
-    assert len(err) == 1, err
-    assert err[0].startswith(f'dis2 {argv[0]}: error: '), err
-    for n in names: assert str(n) in err[0], (n, err)
-    return err[0]
+    errors = [l for l in err if l.startswith(f'dis2 {argv[0]}: error: ')]
+    assert len(errors) == 1 and err[-1] == errors[0], err
+    assert not any('Traceback' in l for l in err), err
+    for n in names: assert str(n) in err[-1], (n, err)
+    return err[-1]
 
 
 # -- readers: values ----------------------------------------------------------------------------------------
