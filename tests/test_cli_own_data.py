@@ -14,7 +14,6 @@ os.environ['DIS2_SMOKE'] = '1'
 torch.set_num_threads(1)
 
 from dis2.cli import main
-from dis2.core import run_lock
 from dis2.data import read_raster, write_geotiff
 from dis2.train import load_checkpoint
 from test_own_data_layouts import make_tiles, STEMS
@@ -112,8 +111,12 @@ def test_predict_refuses_to_overwrite_its_input(mydata, run_dir, tmp_path, capsy
 def test_second_train_into_a_busy_run_folder_is_refused(mydata, tmp_path, capsys):
     "Before: both runs exited 0 and config.json described neither checkpoint."
     out = tmp_path / 'busy'
-    with run_lock(out, 'test holder'):
+    holder = subprocess.Popen([sys.executable, '-c', f"import time\nfrom dis2.core import run_lock\nwith run_lock({str(out)!r}, 'test holder'):"
+                               "\n    print('held', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
         fails(['train', '--data', mydata / 'train', '--out', out], capsys, out, 'in use by test holder')
+    finally: holder.kill(); holder.wait()
     assert not (out / 'config.json').exists() and not (out / 'last.pt').exists()
 
 
