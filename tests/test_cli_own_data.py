@@ -226,3 +226,32 @@ def test_killed_prediction_leaves_temp_files_that_the_next_one_removes(mydata, r
     r = subprocess.run(cmd[:-4] + ['--window', '512'], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert sorted(f.name for f in out.parent.iterdir()) == ['lab.tif'] and 'removed' in r.stderr
+
+
+# -- runs: afresh, extended, corrupt, malicious ----------------------------------------------------------------
+def test_no_resume_sets_the_old_best_aside_and_more_epochs_extend(mydata, tmp_path, capsys):
+    "Before: --no-resume silently overwrote best.pt; a finished run could not be extended with more epochs."
+    out = tmp_path / 'r'
+    assert run(['train', '--data', mydata / 'train', '--out', out, '--config', 'fusion'], capsys)[0] == 0
+    best = (out / 'best.pt').read_bytes()
+    rc, o, err = run(['train', '--data', mydata / 'train', '--out', out, '--config', 'fusion', '--epochs', '3'], capsys)
+    assert rc == 0, err
+    assert json.loads(o.strip().splitlines()[-1])['epochs'] == 3 and load_checkpoint(out / 'last.pt').epoch == 3
+    rc, o, err = run(['train', '--data', mydata / 'train', '--out', out, '--config', 'fusion', '--no-resume'], capsys)
+    assert rc == 0, err
+    aside = [p for p in out.iterdir() if p.name.startswith('replaced-')]
+    assert len(aside) == 1 and (aside[0] / 'best.pt').is_file() and any('moved to' in l for l in err), err
+
+
+def test_corrupt_last_checkpoint_hints_no_resume(mydata, tmp_path, capsys):
+    out = tmp_path / 'r'; out.mkdir(); (out / 'last.pt').write_bytes(b'garbage')
+    fails(['train', '--data', mydata / 'train', '--out', out], capsys, out / 'last.pt', '--no-resume')
+
+
+def test_malicious_checkpoint_is_refused_without_pytorch_advice(mydata, tmp_path, capsys):
+    "Before: the refusal ended in PyTorch's advice to turn weights_only off."
+    class Evil:
+        def __reduce__(self): return (os.system, (f"touch {tmp_path / 'pwned'}",))
+    torch.save({'x': Evil()}, tmp_path / 'evil.pt')
+    line = fails(['evaluate', '--checkpoint', tmp_path / 'evil.pt', '--data', mydata / 'test'], capsys, tmp_path / 'evil.pt', 'refused')
+    assert 'weights_only' not in line and not (tmp_path / 'pwned').exists()
