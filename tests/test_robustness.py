@@ -491,7 +491,7 @@ def test_predict_refuses_a_forged_enormous_width_before_allocating(checkpoint, t
     "A header claiming a 10^6-pixel-wide tile would need a huge band accumulator: refused, file named, nothing written."
     p = _huge(tmp_path / 'huge_ndsm.tif', dtype='float32')
     out = tmp_path / 'out' / 'pred.tif'
-    with pytest.raises(DataError, match='band accumulator') as e:
+    with pytest.raises(DataError, match='band accumulator|more than a tile may have') as e:   # the tile bound comes first now
         predict_geotiff(checkpoint, {'ndsm': p}, out, window=512, progress=False)
     assert str(p) in str(e.value)
     assert not out.exists()
