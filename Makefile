@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dis2-installed
 
-.PHONY: install demo test test-notebooks test-pytest check-clean export clean-nbs figures results long-budget bench lab gpu-check distclean
+.PHONY: study install demo test test-notebooks test-pytest check-clean export clean-nbs figures results long-budget bench lab gpu-check distclean
 
 install: $(STAMP)
 
@@ -46,9 +46,13 @@ figures: install
 results: install
 	$(BIN)/dis2 figures --results-only
 
-## The comparison again at the registered configs' full 10-epoch budget (~25 min on 2 cores) → results/long_budget/.
-long-budget: install
-	$(BIN)/dis2 figures --only 21 --budget '{"epochs": 10}' --out results/long_budget
+## The fair study (dis2.study: lr search on val, 5 seeds, paired CIs; resumable, records in results/study/), two worker
+## processes, then the comparison and ablation notebooks' tables and figures from its records.
+long-budget: study
+	$(BIN)/dis2 figures --only 21,22
+
+study: install
+	OMP_NUM_THREADS=1 DIS2_THREADS=1 $(BIN)/dis2 study --workers 2
 
 bench: install
 	$(BIN)/dis2 bench --config dis2
