@@ -267,7 +267,7 @@ def resolve_checkpoint(path) -> Path:
     return p
 
 def _describe_checkpoint(path) -> str:
-    from dis2.train import load_checkpoint
+    from dis2.checkpoint import load_checkpoint
     ck = load_checkpoint(path)
     eps = [h for h in ck.history if h.get('kind') == 'epoch']
     val = [h['val_mIoU'] for h in eps if isinstance(h.get('val_mIoU'), float) and math.isfinite(h['val_mIoU'])]
@@ -291,7 +291,7 @@ def _shift_warnings(a):
                 else: warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 def cmd_evaluate(a) -> int:
-    from dis2.train import model_from_checkpoint
+    from dis2.checkpoint import model_from_checkpoint
     from dis2.data import open_dataset
     from dis2.evaluate import evaluate_scenarios, write_results
     ckpt = resolve_checkpoint(a.checkpoint)

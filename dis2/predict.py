@@ -73,7 +73,7 @@ def resolve_model(checkpoint_or_model, specs: Sequence[ModalitySpec] | None = No
                   classes: ClassSet | None = None, device=None) -> tuple:
     "(eval-mode model on `device`, list of `ModalitySpec`, `ClassSet`) from a checkpoint path or a model."
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
-        from dis2.train import model_from_checkpoint
+        from dis2.checkpoint import model_from_checkpoint
         model, ck_specs, ck_classes = model_from_checkpoint(checkpoint_or_model)
         specs, classes = specs or ck_specs, classes or ck_classes
     else: model = checkpoint_or_model

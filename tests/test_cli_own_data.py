@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 from dis2.cli import main
 from dis2.data import read_raster, write_geotiff
-from dis2.train import load_checkpoint
+from dis2.checkpoint import load_checkpoint
 from test_own_data_layouts import make_tiles, STEMS
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')

@@ -16,7 +16,8 @@ torch.set_num_threads(1)
 from dis2.core import ConfigError, DataError
 from dis2.data import open_dataset, write_geotiff, read_raster, split_folders, EmptySplitError
 from dis2.modalities import IGNORE_INDEX
-from dis2.train import get_config, open_run_datasets, load_checkpoint
+from dis2.train import get_config, open_run_datasets
+from dis2.checkpoint import load_checkpoint
 from dis2.cli import main
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')

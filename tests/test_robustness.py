@@ -19,7 +19,8 @@ from dis2.core import CheckpointError, ConfigError, DataError, atomic_torch_save
 from dis2.data import open_dataset, raster_meta, read_raster, write_geotiff
 from dis2.evaluate import write_results
 from dis2.synthetic import build_embedded, smoke_config
-from dis2.train import get_config, load_checkpoint, open_run_datasets, train
+from dis2.train import get_config, open_run_datasets, train
+from dis2.checkpoint import load_checkpoint
 from dis2.cli import main
 import dis2.predict
 from dis2.predict import predict_geotiff

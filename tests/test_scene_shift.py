@@ -77,7 +77,8 @@ def test_old_specs_load_as_global_and_the_dataset_option(tmp_path):
 
 
 def test_adabn_changes_a_copy_not_the_checkpoint(tmp_path):
-    from dis2.train import save_checkpoint, model_from_checkpoint, RunConfig
+    from dis2.train import RunConfig
+    from dis2.checkpoint import save_checkpoint, model_from_checkpoint
     ck = save_checkpoint(tmp_path / 'm.pt', RunConfig(), _tiny_model(), SPECS, ISPRS_CLASSES)
     digest = hashlib.sha1(ck.read_bytes()).hexdigest()
     model = model_from_checkpoint(ck)[0]

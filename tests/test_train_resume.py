@@ -40,7 +40,8 @@ def tiny_model(ds):
     torch.manual_seed(0)
     try:
         from dis2.model import model_preset, SegModel  # noqa: F401
-        from dis2.train import build_model, get_config
+        from dis2.train import get_config
+        from dis2.checkpoint import build_model
         return build_model(get_config('dis2', smoke=True, model={'norm': 'gn', 'dropout': 0.}), ds.modalities, ds.classes)
     except ImportError:
         return StandIn()
@@ -105,12 +106,12 @@ def run_script(out, *args, torchrun=0, timeout=120):
 
 
 def state(path):
-    from dis2.train import load_checkpoint
+    from dis2.checkpoint import load_checkpoint
     return load_checkpoint(path).model
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
-    from dis2.train import load_checkpoint
+    from dis2.checkpoint import load_checkpoint
     ref = run_script(tmp_path / 'ref')
     assert ref.returncode == 0, ref.stderr[-3000:]
     # 4 steps per epoch, checkpoints every 3 steps: a mid-epoch checkpoint at step 6 (epoch 1, batch 2);

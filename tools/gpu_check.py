@@ -75,7 +75,7 @@ def check(name, ok, **numbers) -> dict:
 def ddp_child(out: Path, device: str) -> int:
     import torch, torch.distributed as dist
     from torch import nn
-    from dis2.train import model_from_checkpoint
+    from dis2.checkpoint import model_from_checkpoint
     from dis2.data import open_dataset
     from dis2.losses import compute_losses
     from dis2.modalities import collate_samples, avail_from_missing
