@@ -178,8 +178,7 @@ def move_timing(results_json, log) -> float | None:
 def cmd_demo(a) -> int:
     from dis2.synthetic import build_embedded, smoke_config
     from dis2.experiment import run_experiment, demo_methods, MethodSpec
-    smoke = a.smoke or is_smoke()
-    if smoke: os.environ['DIS2_SMOKE'] = '1'
+    smoke = a.smoke or is_smoke()                  # passed on: the environment is left as it is
     t0 = time.time()
     root = build_embedded(a.data, smoke_config() if smoke else None)
     from dis2.data import open_dataset
@@ -191,7 +190,8 @@ def cmd_demo(a) -> int:
         if unknown: raise ConfigError(f"unknown method(s) {unknown}; known: {list(known)}")
         methods = [known[w] for w in want]
     res = run_experiment(root, methods, stem='demo', seeds=(a.seed,), runs_dir=a.runs, results_dir=a.results,
-                         figures_dir=a.figures, device=a.device, resume=not a.no_resume, stale='set_aside')
+                         figures_dir=a.figures, device=a.device, resume=not a.no_resume, stale='set_aside',
+                         smoke=smoke)
     if a.results is not None:       # the wall time goes to an untracked log: unchanged results, unchanged files
         move_timing(Path(a.results) / 'demo.json', Path(a.runs) / 'demo' / 'timings.jsonl')
     print(res.table[['method', 'scenario', 'mIoU', 'mF1', 'OA']].to_markdown(index=False, floatfmt='.2f'))
@@ -333,7 +333,7 @@ def cmd_bench(a) -> int:
     return 0
 
 def cmd_figures(a) -> int:
-    from dis2.compendium import regenerate
+    from dis2.regenerate import regenerate
     outs = regenerate(results_only=a.results_only, smoke=a.smoke, only=_csv(a.only), out_dir=a.out,
                       budget=_json_arg(a.budget, '--budget'))
     for o in outs: print(o)

@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from .core import config_hash, asdict_deep, atomic_write_text, ConfigError, DataError, run_lock, RunLockError
-from .experiment import MethodSpec, unimodal_methods
+from .experiment import MethodSpec, unimodal_methods, train_and_score
 from .train import train, open_run_datasets, _resume_key
 from .data import open_dataset
-from .evaluate import evaluate_scenarios
 from .modalities import scenario_name
 
 # %% ../nbs/20a_study.ipynb #456ff928
@@ -146,6 +145,7 @@ class StudyPlan:
     lrs: tuple = STUDY_LRS
     budget: dict = field(default_factory=dict)
     ref: str = 'dis2'
+    smoke: bool | None = None          # smoke-sized configs (None: `dis2.core.is_smoke()` decides)
     def __post_init__(self):
         names = [m.name for m in self.methods + self.ablations]
         if len(set(names)) != len(names): raise ConfigError(f"StudyPlan: duplicate method names in {names}")
@@ -156,7 +156,7 @@ def default_plan(modalities, smoke: bool = False) -> StudyPlan:
     "The study of the compendium (smoke: DIS2, fusion and one ablation, two seeds, two learning rates)."
     if smoke:
         return StudyPlan([MethodSpec('fusion', 'fusion'), MethodSpec('dis2', 'dis2')], [MethodSpec('dis2-no-dlkd', 'dis2-no-dlkd')],
-                         seeds=(0, 1), lrs=(2e-3, 4e-3))
+                         seeds=(0, 1), lrs=(2e-3, 4e-3), smoke=True)
     return StudyPlan(unimodal_methods(modalities) + [MethodSpec(n, n) for n in COMPARISON],
                      [MethodSpec(n, n) for n in ABLATION], budget=dict(STUDY_BUDGET))
 
@@ -171,7 +171,7 @@ class Study:
 
     def config(self, spec: MethodSpec, lr: float, seed: int):
         "The `RunConfig` of `spec` at learning rate `lr` and `seed` under the plan's budget."
-        return spec.run_config(seed, {**self.plan.budget, 'lr': float(lr)})
+        return spec.run_config(seed, {**self.plan.budget, 'lr': float(lr)}, smoke=self.plan.smoke)
 
     def key(self, spec: MethodSpec, lr: float, seed: int = 0) -> str:
         "The run's name: method and the hash of its config without the seed (`<method>-<hash>`)."
@@ -214,16 +214,13 @@ def _run_locked(self: Study, spec, lr, seed, splits, path, run_dir) -> dict:
     rec = json.loads(path.read_text()) if path.exists() else None
     cfg = self.config(spec, lr, seed)
     data = self.datasets(cfg)
-    t0 = time.time()
-    res = train(cfg, data['train'], None, run_dir, progress=False)
+    todo = {s: data[s] for s in splits if rec is None or s not in rec['scores']}
+    res, tables, seconds = train_and_score(cfg, data['train'], todo, run_dir)    # dis2.experiment's train → evaluate
     rec = rec or dict(method=spec.name, config=spec.config, key=self.key(spec, lr), seed=seed, lr=float(lr),
                       run_config=asdict_deep(cfg), scores={}, seconds={})
-    rec['seconds']['train'] = rec['seconds'].get('train') or round(time.time() - t0, 1)
-    for s in splits:
-        if s in rec['scores']: continue
-        t1 = time.time()
-        df = evaluate_scenarios(res.model, data[s], 'all', method=spec.name, progress=False)
-        rec['scores'][s] = df.round(4).to_dict('records'); rec['seconds'][s] = round(time.time() - t1, 1)
+    rec['seconds']['train'] = rec['seconds'].get('train') or seconds['train']
+    for s, df in tables.items():
+        rec['scores'][s] = df.round(4).to_dict('records'); rec['seconds'][s] = seconds[s]
     atomic_write_text(path, json.dumps(rec, indent=1))
     return rec
 Study._run_locked = _run_locked
@@ -344,7 +341,7 @@ def size_table(plan: StudyPlan, data_root) -> pd.DataFrame:
     ds = open_dataset(data_root, 'test')
     rows = []
     for spec in plan.methods:
-        cfg = spec.run_config(0)
+        cfg = spec.run_config(0, smoke=plan.smoke)
         specs = [m for m in ds.modalities if not cfg.data.modalities or m.name in cfg.data.modalities]
         n = count_params(build_model(cfg, specs, ds.classes))
         rows.append(dict(method=spec.name, parameters=n, params_M=round(n / 1e6, 3)))
@@ -373,7 +370,7 @@ def run_study(data_root=None, records_dir=None, runs_dir=None, smoke: bool = Fal
     """Run (or resume) the compendium's study; returns `run_all`'s output plus the tables (`study_tables`).
     `train=False` tabulates the records that exist (an interim view of a study in progress: methods whose search is
     incomplete are left out, and methods may have fewer seeds than planned)."""
-    from dis2.compendium import repo_root
+    from dis2.regenerate import repo_root
     from dis2.synthetic import build_embedded
     root = repo_root()
     data_root = Path(data_root) if data_root else build_embedded(root / 'data' / 'embedded')
