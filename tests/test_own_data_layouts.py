@@ -16,7 +16,8 @@ torch.set_num_threads(1)
 from dis2.core import ConfigError, DataError
 from dis2.data import open_dataset, write_geotiff, read_raster, split_folders, EmptySplitError
 from dis2.modalities import IGNORE_INDEX
-from dis2.train import get_config, open_run_datasets
+from dis2.methods import get_config
+from dis2.train import open_run_datasets
 from dis2.checkpoint import load_checkpoint
 from dis2.cli import main
 
@@ -51,7 +52,7 @@ STEMS = [f'scene_{i:02d}' for i in range(8)]
 def test_plain_folder_trains_on_every_tile_and_carves_validation(tmp_path):
     "Before: the hash split silently trained on ~70 % of the tiles (and `val` could be empty)."
     root = make_tiles(tmp_path / 'mydata', STEMS)
-    tr, va = open_run_datasets(get_config('dis2'), root)
+    tr, va = open_run_datasets(get_config('dis2', smoke=True), root)
     assert tr.ids == STEMS and va is not None and va.ids == STEMS
     for (r0, c0, h, w), (v0, _, vh, _) in zip(tr.regions, va.regions):      # disjoint rows: top trains, bottom validates
         assert r0 == 0 and h == v0 and v0 + vh == 64 and vh == round(0.15 * 64)
@@ -62,7 +63,7 @@ def test_plain_folder_trains_on_every_tile_and_carves_validation(tmp_path):
 def test_one_tile_dataset_has_train_and_val(tmp_path):
     "Before: split 'val' has no tile (1 tile(s) in all)."
     root = make_tiles(tmp_path / 'one', ['big'], size=96)
-    tr, va = open_run_datasets(get_config('dis2'), root)
+    tr, va = open_run_datasets(get_config('dis2', smoke=True), root)
     assert tr.ids == va.ids == ['big'] and tr.regions[0][2] + va.regions[0][2] == 96
 
 
@@ -70,11 +71,11 @@ def test_split_folders_are_splits(tmp_path):
     root = tmp_path / 'bench'
     make_tiles(root / 'train', STEMS[:5]); make_tiles(root / 'test', STEMS[5:], seed=1)
     assert sorted(split_folders(root)) == ['test', 'train']
-    tr, va = open_run_datasets(get_config('dis2'), root)
+    tr, va = open_run_datasets(get_config('dis2', smoke=True), root)
     assert tr.ids == va.ids == STEMS[:5] and tr.root == root / 'train'      # no val/ folder: carved from train/
     assert open_dataset(root, 'test').ids == STEMS[5:]
     make_tiles(root / 'validation', ['v0'], seed=2)
-    tr, va = open_run_datasets(get_config('dis2'), root)
+    tr, va = open_run_datasets(get_config('dis2', smoke=True), root)
     assert va.ids == ['v0'] and tr.regions[0] == (0, 0, 64, 64)             # a val/ folder: train/ is used whole
 
 
@@ -82,7 +83,7 @@ def test_manifest_without_val_split_means_no_validation(tmp_path):
     "Before: unknown split 'val'."
     root = make_tiles(tmp_path / 'd', STEMS[:3])
     (root / 'dis2.json').write_text(json.dumps({'splits': {'train': STEMS[:2], 'test': STEMS[2:3]}}))
-    tr, va = open_run_datasets(get_config('dis2'), root)
+    tr, va = open_run_datasets(get_config('dis2', smoke=True), root)
     assert tr.ids == STEMS[:2] and va is None
     with pytest.raises(EmptySplitError, match="no 'val' split"): open_dataset(root, 'val')
 

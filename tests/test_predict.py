@@ -145,11 +145,11 @@ def test_benchmark_reports_numbers():
 
 
 def test_from_checkpoint_with_real_model(tile, tmp_path):
-    model_mod, train_mod = pytest.importorskip('dis2.model'), pytest.importorskip('dis2.train')
+    model_mod, methods = pytest.importorskip('dis2.model'), pytest.importorskip('dis2.methods')
     ckpt_mod = pytest.importorskip('dis2.checkpoint')
-    cfg = model_mod.model_preset('dis2', widths=(8, 16, 32, 64), heads=4, class_widths=(8,) * 4, dec_widths=(8,) * 3,
+    cfg = methods.model_config('dis2', widths=(8, 16, 32, 64), heads=4, class_widths=(8,) * 4, dec_widths=(8,) * 3,
                                  penultimate=8, aux_width=8, n_classes=3)
-    ck = ckpt_mod.save_checkpoint(tmp_path/'m.pt', train_mod.RunConfig(), model_mod.SegModel(cfg).eval(), SPECS, CLASSES)
+    ck = ckpt_mod.save_checkpoint(tmp_path/'m.pt', methods.RunConfig(), model_mod.SegModel(cfg).eval(), SPECS, CLASSES)
     s = predict_geotiff(ck, {'ndsm': tile(70, 90)['ndsm']}, tmp_path/'lab.tif', window=64, attn_out=tmp_path/'a.tif',
                         progress=False)
     with rasterio.open(s.path) as d: assert d.shape == (70, 90) and d.colormap(1)[0] == (0, 0, 255, 255)

@@ -19,7 +19,8 @@ from dis2.core import CheckpointError, ConfigError, DataError, atomic_torch_save
 from dis2.data import open_dataset, raster_meta, read_raster, write_geotiff
 from dis2.evaluate import write_results
 from dis2.synthetic import build_embedded, smoke_config
-from dis2.train import get_config, open_run_datasets, train
+from dis2.methods import get_config
+from dis2.train import open_run_datasets, train
 from dis2.checkpoint import load_checkpoint
 from dis2.cli import main
 import dis2.predict
@@ -46,7 +47,7 @@ def root(base, tmp_path):
 @pytest.fixture(scope='module')
 def checkpoint(base, tmp_path_factory):
     "A smoke-trained DIS2 checkpoint on the benchmark (optical uint8 3 bands, ndsm float32 1 band; spec nodata None)."
-    cfg = get_config('dis2')
+    cfg = get_config('dis2', smoke=True)
     tr, _ = open_run_datasets(cfg, base, val=False)
     return train(cfg, tr, None, out_dir=tmp_path_factory.mktemp('run'), resume=False, progress=False).checkpoint
 
@@ -296,7 +297,7 @@ def _finite_state(path) -> bool:
 
 def test_training_with_nan_inputs_stays_finite(root, tmp_path):
     for stem in ('tile_000', 'tile_001', 'tile_002', 'tile_003'): rewrite(tif(root, 'ndsm', stem), _nan_inf)
-    cfg = get_config('dis2')
+    cfg = get_config('dis2', smoke=True)
     tr, va = open_run_datasets(cfg, root)
     res = train(cfg, tr, va, out_dir=tmp_path / 'run', resume=False, progress=False)
     ep = [h for h in res.history if h['kind'] == 'epoch'][-1]
@@ -314,7 +315,7 @@ def test_corrupt_last_checkpoint_stops_resume_and_is_kept(base, checkpoint, tmp_
     last = run / 'last.pt'
     last.write_bytes(checkpoint.read_bytes()[:checkpoint.stat().st_size // 2] if garbage == 'truncated' else garbage)
     before = last.read_bytes()
-    cfg = get_config('dis2')
+    cfg = get_config('dis2', smoke=True)
     tr, _ = open_run_datasets(cfg, base, val=False)
     with pytest.raises(CheckpointError) as e: train(cfg, tr, None, out_dir=run, resume=True, progress=False)
     assert str(last) in str(e.value)

@@ -20,10 +20,9 @@ GEO = dict(crs='EPSG:32632', transform=from_origin(500000, 5400000, .5, .5))
 
 
 def _tiny_model(seed=0):
-    from dis2.model import model_preset, build_model_from_config
-    from dis2.train import SMOKE_MODEL
+    from dis2.methods import model_config, build_model_from_config, SIZES
     torch.manual_seed(seed)
-    m = build_model_from_config(model_preset('dis2', ('optical', 'ndsm'), (3, 1), 6, **SMOKE_MODEL))
+    m = build_model_from_config(model_config('dis2', ('optical', 'ndsm'), (3, 1), 6, **SIZES['smoke']))
     m.train()
     with torch.no_grad():                                   # a few forwards give the norms training statistics
         for av in ([True, True], [True, False], [False, True]):
@@ -77,7 +76,7 @@ def test_old_specs_load_as_global_and_the_dataset_option(tmp_path):
 
 
 def test_adabn_changes_a_copy_not_the_checkpoint(tmp_path):
-    from dis2.train import RunConfig
+    from dis2.methods import RunConfig
     from dis2.checkpoint import save_checkpoint, model_from_checkpoint
     ck = save_checkpoint(tmp_path / 'm.pt', RunConfig(), _tiny_model(), SPECS, ISPRS_CLASSES)
     digest = hashlib.sha1(ck.read_bytes()).hexdigest()

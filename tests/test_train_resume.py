@@ -39,8 +39,8 @@ def tiny_model(ds):
     "The real `SegModel` at the smallest size when `dis2.model` provides it, else a stand-in with its output contract."
     torch.manual_seed(0)
     try:
-        from dis2.model import model_preset, SegModel  # noqa: F401
-        from dis2.train import get_config
+        from dis2.model import SegModel  # noqa: F401
+        from dis2.methods import get_config
         from dis2.checkpoint import build_model
         return build_model(get_config('dis2', smoke=True, model={'norm': 'gn', 'dropout': 0.}), ds.modalities, ds.classes)
     except ImportError:
@@ -75,7 +75,7 @@ ADDITIVE = dict(class_weighting=False, dice=0., aux=0., distill=0., disentangle=
 
 
 def run_config(batch_size=4, epochs=2, checkpoint_every_steps=3, additive=False):
-    from dis2.train import get_config
+    from dis2.methods import get_config
     return get_config('dis2', smoke=True, model={'norm': 'gn', 'dropout': 0.}, epochs=epochs, batch_size=batch_size,
                       max_steps_per_epoch=None, checkpoint_every_steps=checkpoint_every_steps, lr=5e-3, warmup=0.2,
                       log_every=1, distill_warmup_epochs=0, threads=1, seed=3, **(ADDITIVE if additive else {}))

@@ -39,7 +39,7 @@ def _rel(a: float, b: float) -> float:
 
 def run_config(device: str, steps: int, amp: str = 'none'):
     "The smoke-sized DIS2 config of every check: 2 epochs × `steps` steps, batch 4 of 32² patches, dropout 0."
-    from dis2.train import get_config
+    from dis2.methods import get_config
     return get_config('dis2', smoke=True, model={'dropout': 0.}, epochs=2, max_steps_per_epoch=steps, batch_size=4,
                       patch=32, stride=32, log_every=1, checkpoint_every_steps=0, amp=amp, channels_last=True,
                       distill_warmup_epochs=0)
