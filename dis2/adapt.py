@@ -29,7 +29,7 @@ _TILE_STATS: dict = {}
 
 def file_tile_stats(path, spec: ModalitySpec, max_side: int = TILE_STATS_SIDE) -> tuple:
     "`spec.tile_stats` (per-band centre, scale) of the whole raster `path`, from a read of at most `max_side` pixels a side (cached)."
-    from dis2.data import read_overview, mask_absurd
+    from dis2.geotiff import read_overview, mask_absurd
     p = Path(path)
     try: mt = p.stat().st_mtime_ns
     except OSError as e: raise DataError(f"cannot read the file ({e.strerror})", p) from None
@@ -71,7 +71,7 @@ Z_MAX, RATIO_MAX = 1.0, 3.0
 def check_input_stats(inputs: dict, specs: Sequence[ModalitySpec], z_max: float = Z_MAX, ratio_max: float = RATIO_MAX,
                       max_side: int = 256) -> list:
     "`ShiftFinding`s of the bands of `inputs` (modality name → path, or None) outside the training range of `specs`."
-    from dis2.data import read_overview, mask_absurd
+    from dis2.geotiff import read_overview, mask_absurd
     out = []
     for spec in specs:
         path = (inputs or {}).get(spec.name)
@@ -103,7 +103,7 @@ def warn_input_shift(inputs: dict, specs: Sequence[ModalitySpec], **kw) -> list:
 
 # %% ../nbs/27_adapt.ipynb #307e7395
 def check_dataset(dataset, max_report: int = 5, **kw) -> list:
-    "`check_input_stats` over every tile record of `dataset` (a `dis2.data.TileDataset`); one `InputShiftWarning` for all."
+    "`check_input_stats` over every tile record of `dataset` (a `dis2.tiles.TileDataset`); one `InputShiftWarning` for all."
     recs = getattr(dataset, 'records', None) or getattr(getattr(dataset, 'ds', None), 'records', None) or []
     found = [f for r in recs for f in check_input_stats(r.paths, dataset.modalities, **kw)]
     if found:
@@ -190,7 +190,7 @@ def adapt_to_dataset(model: nn.Module, dataset, scenarios='all', window: int | N
 def adapt_to_files(model: nn.Module, inputs: dict, specs: Sequence[ModalitySpec], window: int = 512,
                    max_windows: int = 32, batch_size: int = 2) -> tuple:
     "`adapt_norm_stats` on up to `max_windows` windows of the GeoTIFFs `inputs` (modality name → path), normalised with `specs`."
-    from dis2.data import read_raster, raster_meta, mask_absurd
+    from dis2.geotiff import read_raster, raster_meta, mask_absurd
     given = {s.name: s for s in specs if (inputs or {}).get(s.name) is not None}
     if not given: raise ConfigError(f"adapt_to_files: no input for any of {[s.name for s in specs]}")
     meta = raster_meta(inputs[next(iter(given))])

@@ -22,7 +22,7 @@ import rasterio
 from rasterio.windows import Window
 from .core import ConfigError, DataError, get_device, clean_stale_temps
 from .modalities import ModalitySpec, ClassSet
-from .data import read_raster, raster_meta, check_same_grid, atomic_raster_writer, mask_absurd, MAX_TILE_PIXELS
+from .geotiff import read_raster, raster_meta, check_same_grid, atomic_raster_writer, mask_absurd, MAX_TILE_PIXELS
 from .evaluate import iter_windows, window_weights, model_modalities
 from .adapt import file_tile_stats, warn_input_shift, adapt_to_files
 

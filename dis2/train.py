@@ -325,7 +325,8 @@ def train(run_cfg: RunConfig, train_ds, val_ds=None, out_dir='runs/dis2', resume
 # %% ../nbs/11_train.ipynb #a1ae5fa7
 def open_run_datasets(run_cfg: RunConfig, root=None, val: bool = True, on_invalid: str = 'error') -> tuple:
     "`(train_ds, val_ds)` of `run_cfg` from `root` (default: `run_cfg.data.root` or `data/embedded`); no val split: None."
-    from dis2.data import open_dataset, EmptySplitError
+    from dis2.data import open_dataset
+    from dis2.tiles import EmptySplitError
     d, tc = run_cfg.data, run_cfg.train
     root = root or d.root or 'data/embedded'
     mods = list(d.modalities) if d.modalities else None

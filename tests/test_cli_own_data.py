@@ -14,7 +14,7 @@ os.environ['DIS2_SMOKE'] = '1'
 torch.set_num_threads(1)
 
 from dis2.cli import main
-from dis2.data import read_raster, write_geotiff
+from dis2.geotiff import read_raster, write_geotiff
 from dis2.checkpoint import load_checkpoint
 from test_own_data_layouts import make_tiles, STEMS
 

@@ -9,7 +9,8 @@ import pytest
 
 from dis2.core import DataError
 from dis2.modalities import IGNORE_INDEX
-from dis2.data import open_dataset, read_raster, write_geotiff, shared_data_dir
+from dis2.data import open_dataset, shared_data_dir
+from dis2.geotiff import read_raster, write_geotiff
 
 S1F = shared_data_dir('sen1floods11')
 pytestmark = pytest.mark.skipif(not (S1F/'S1Hand').is_dir(), reason=f'Sen1Floods11 chips not found at {S1F}')

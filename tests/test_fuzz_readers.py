@@ -12,7 +12,8 @@ import rasterio
 os.environ['DIS2_SMOKE'] = '1'
 
 from dis2.core import Dis2Error
-from dis2.data import raster_meta, read_raster, open_dataset, mask_absurd, write_geotiff
+from dis2.data import open_dataset
+from dis2.geotiff import raster_meta, read_raster, mask_absurd, write_geotiff
 from dis2.modalities import ModalitySpec, IGNORE_INDEX
 
 SECONDS = float(os.environ.get('DIS2_FUZZ_SECONDS', 4))

@@ -4,7 +4,7 @@
 label archives (which hold no folder) put the labels beside `top/` or `4_Ortho_RGBIR/`, without
 georeferencing; this is the layout torchgeo's `Vaihingen2D` / `Potsdam2D` fixtures reproduce, with their tile
 ids (Vaihingen areas 1, 11 train and 6, 24 test; Potsdam 2_10, 2_11 train and 5_15, 6_15 test). The tiles are
-tiny GeoTIFFs written by `dis2.isprs.write_isprs_fixture` in temporary folders; nothing is committed."""
+tiny GeoTIFFs written by `dis2.isprs_layout.write_isprs_fixture` in temporary folders; nothing is committed."""
 import os
 from pathlib import Path
 
@@ -16,8 +16,11 @@ os.environ['DIS2_SMOKE'] = '1'
 torch.set_num_threads(1)
 
 from dis2.core import ConfigError, DataError
-from dis2.data import EmptySplitError, open_dataset, read_raster, write_geotiff
-from dis2.isprs import OPTICAL_BANDS, find_isprs_files, isprs_defaults, write_isprs_fixture
+from dis2.data import open_dataset
+from dis2.geotiff import read_raster, write_geotiff
+from dis2.tiles import EmptySplitError
+from dis2.isprs import isprs_defaults
+from dis2.isprs_layout import OPTICAL_BANDS, find_isprs_files, write_isprs_fixture
 from dis2.cli import main
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning', 'ignore::rasterio.errors.NotGeoreferencedWarning')

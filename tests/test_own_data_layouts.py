@@ -14,7 +14,9 @@ os.environ['DIS2_SMOKE'] = '1'
 torch.set_num_threads(1)
 
 from dis2.core import ConfigError, DataError
-from dis2.data import open_dataset, write_geotiff, read_raster, split_folders, EmptySplitError
+from dis2.data import open_dataset, split_folders
+from dis2.geotiff import write_geotiff, read_raster
+from dis2.tiles import EmptySplitError
 from dis2.modalities import IGNORE_INDEX
 from dis2.methods import get_config
 from dis2.train import open_run_datasets

@@ -16,7 +16,8 @@ torch.set_num_threads(1)
 
 import dis2.core
 from dis2.core import CheckpointError, ConfigError, DataError, atomic_torch_save
-from dis2.data import open_dataset, raster_meta, read_raster, write_geotiff
+from dis2.data import open_dataset
+from dis2.geotiff import raster_meta, read_raster, write_geotiff
 from dis2.evaluate import write_results
 from dis2.synthetic import build_embedded, smoke_config
 from dis2.methods import get_config

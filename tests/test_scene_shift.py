@@ -8,7 +8,8 @@ from rasterio.transform import from_origin
 
 from dis2.core import from_dict
 from dis2.modalities import ModalitySpec, ISPRS_CLASSES
-from dis2.data import write_geotiff, open_dataset
+from dis2.data import open_dataset
+from dis2.geotiff import write_geotiff
 from dis2.adapt import InputShiftWarning, adapt_norm_stats, check_input_stats
 from dis2.predict import predict_geotiff
 from dis2.synthetic import (SceneConfig, SceneShift, BandShift, generate_scene, build_embedded, smoke_config,
