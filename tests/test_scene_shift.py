@@ -12,8 +12,9 @@ from dis2.data import open_dataset
 from dis2.geotiff import write_geotiff
 from dis2.adapt import InputShiftWarning, adapt_norm_stats, check_input_stats
 from dis2.predict import predict_geotiff
-from dis2.synthetic import (SceneConfig, SceneShift, BandShift, generate_scene, build_embedded, smoke_config,
-                            shifted_config)
+from dis2.city import SceneConfig
+from dis2.scenes import SceneShift, BandShift, generate_scene
+from dis2.synthetic import build_embedded, smoke_config, shifted_config
 
 SPECS = [ModalitySpec('optical', ('nir', 'red', 'green'), mean=(100., 80., 80.), std=(40., 30., 30.)),
          ModalitySpec('ndsm', ('height',), mean=(4.,), std=(3.,))]
