@@ -8,7 +8,8 @@ from rasterio.transform import from_origin
 
 from dis2.core import ConfigError, DataError
 from dis2.modalities import ModalitySpec, ClassSet
-from dis2.predict import predict_geotiff, BandAccumulator, benchmark_predict
+from dis2.predict import predict_geotiff, benchmark_predict
+from dis2.streaming import BandAccumulator
 
 SPECS = [ModalitySpec('optical', ('r', 'g', 'b'), mean=(100,) * 3, std=(50,) * 3),
          ModalitySpec('ndsm', ('h',), mean=(5,), std=(4,), nodata=-9999)]
