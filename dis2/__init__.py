@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/00a_package.ipynb #a94ba6c8
+# %% ../nbs/00a_package.ipynb #be38c56e
 __version__ = "0.1.0"
 
 _ENTRY_POINTS = {
-    'dis2.methods': ('DIS2', 'list_models', 'get_config', 'model_config', 'Method', 'METHODS', 'build_model_from_config',
-                     'TrainConfig', 'DataConfig', 'RunConfig'),
+    'dis2.methods': ('DIS2', 'list_models', 'get_config', 'model_config', 'Method', 'METHODS',
+                     'build_model_from_config', 'TrainConfig', 'DataConfig', 'RunConfig'),
     'dis2.checkpoint': ('load', 'save_checkpoint', 'load_checkpoint'),
     'dis2.model': ('SegModel', 'ModelConfig', 'SegOutput', 'seg_output'),
     'dis2.encoders': ('ModalityEncoder',),
