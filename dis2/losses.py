@@ -34,7 +34,7 @@ class LossConfig:
     kd_logit: float = 1.0            # KL of tempered logits
     temperature: float = 2.0
     disentangle: float = 1.0
-    # CE class weights: 'complement' (= True), 'inverse_sqrt' or 'none' (= False)
+    # CE class weights: 'complement' (= True), 'inverse_sqrt', 'inverse' or 'none' (= False)
     class_weighting: bool | str = 'inverse_sqrt'
     extra: float = 1.0               # multiplier of the model's own terms (`out['extra_losses']`, see below)
     mode: str = 'dis2'               # 'dis2' (terms averaged) | 'prototype' (the authors' reductions: plain sums)
@@ -52,7 +52,7 @@ KD_LEVELS = (0, 1, 2)               # the fused levels that feature distillation
 PROTOTYPE_LOSS = dict(mode='prototype', distill=5., class_weighting='complement')   # the authors' loss, term for term
 
 # %% ../nbs/09_losses.ipynb #9d76ffac
-CLASS_WEIGHTINGS = ('complement', 'inverse_sqrt', 'none')
+CLASS_WEIGHTINGS = ('complement', 'inverse_sqrt', 'inverse', 'none')
 
 def weighting_kind(weighting) -> str:
     "The class-weighting kind named by `weighting` (True → 'complement', False/None → 'none')."
@@ -69,7 +69,7 @@ def class_weights(labels: torch.Tensor, n_classes: int, ignore_index: int = IGNO
     if kind == 'none' or valid.numel() == 0: return torch.ones(n_classes, device=labels.device)
     share = torch.bincount(valid.flatten(), minlength=n_classes)[:n_classes].float() / valid.numel()
     if kind == 'complement': return 1. - share
-    w = (share + 1e-3).rsqrt()                      # absent classes get a finite weight no pixel uses
+    w = (share + 1e-3).rsqrt() if kind == 'inverse_sqrt' else 1. / (share + 1e-3)   # absent classes: finite, unused
     return w / w[share > 0].mean()
 
 # %% ../nbs/09_losses.ipynb #89f8e3b5
