@@ -143,6 +143,9 @@ def _study_args(sub):
                     'trains)')
     st.add_argument('--smoke', action='store_true', help='tiny study into a temporary folder (checks the machinery)')
     st.add_argument('--comparison-only', action='store_true', help='skip the ablations')
+    st.add_argument('--plan', default='default', choices=('default', 'rare'),
+                    help="which study: 'default' (the comparison and ablations) or 'rare' (DIS2 and fusion × class "
+                         "weighting on the rare-class variant of the benchmark; records in results/study_rare/)")
     st.add_argument('--records', default=None, help='folder of the run records (default: results/study/)')
     st.add_argument('--data', default=None, help='dataset folder (default: the embedded benchmark, built if absent)')
     st.add_argument('--runs', default=None, help='checkpoint folder (default: runs/study/)')

@@ -256,6 +256,7 @@ def _study_helpers(a, records: str) -> list:
     args = [sys.executable, '-m', 'dis2.cli', 'study', '--workers', '1', '--records', records]
     args += [x for k, v in (('--data', a.data), ('--runs', a.runs)) if v for x in (k, v)]
     args += (['--smoke'] if a.smoke else []) + (['--comparison-only'] if a.comparison_only else [])
+    args += ['--plan', a.plan]
     return [] if a.no_train else [subprocess.Popen(args, stdout=subprocess.DEVNULL) for _ in range(a.workers - 1)]
 
 def cmd_study(a) -> int:
@@ -265,13 +266,14 @@ def cmd_study(a) -> int:
     if a.smoke:
         base = Path(tempfile.mkdtemp(prefix='dis2_study_'))
         if not a.data:
-            from dis2.synthetic import build_embedded, smoke_config
-            a.data = str(build_embedded(base / 'embedded', smoke_config(), progress=False))
+            from dis2.study import study_data
+            a.data = str(study_data(a.plan, base, smoke=True))
         a.records, a.runs = a.records or str(base / 'records'), a.runs or str(base / 'runs')
-    records = a.records or str(Path('results') / 'study')
+    folder = 'study' if a.plan == 'default' else f'study_{a.plan}'
+    records = a.records or str(Path('results') / folder)
     helpers = _study_helpers(a, records)
     try: out = run_study(a.data, records, a.runs, smoke=a.smoke, progress=not a.no_train,
-                         comparison_only=a.comparison_only, train=not a.no_train)
+                         comparison_only=a.comparison_only, train=not a.no_train, plan=a.plan)
     finally:
         for h in helpers: h.wait()
     if a.tables:

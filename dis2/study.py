@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_SEEDS', 'STUDY_BUDGET', 'StudyPlan', 'default_plan', 'Study',
-           'study_tables', 'size_table', 'run_study']
+__all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_SEEDS', 'STUDY_BUDGET', 'RARE_CLASSES', 'RARE_WEIGHTINGS', 'RARE_LR',
+           'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_data', 'Study', 'study_tables', 'size_table',
+           'run_study']
 
 # %% ../nbs/20a_study.ipynb #40910a6a
 import pandas as pd
@@ -55,6 +56,29 @@ def default_plan(modalities, smoke: bool = False) -> StudyPlan:
                          [MethodSpec('dis2-no-dlkd', 'dis2-no-dlkd')], seeds=(0, 1), lrs=(2e-3, 4e-3), smoke=True)
     return StudyPlan(unimodal_methods(modalities) + [MethodSpec(n, n) for n in COMPARISON],
                      [MethodSpec(n, n) for n in ABLATION], budget=dict(STUDY_BUDGET))
+
+# %% ../nbs/20a_study.ipynb #ff92eb60
+RARE_CLASSES = dict(car=.15, clutter=.15)                # density multipliers of `imbalanced_config`
+RARE_WEIGHTINGS = ('inverse_sqrt', 'inverse')            # the default recipe's class weighting first
+RARE_LR = 4e-3                                           # DIS2's and fusion's choice in the main study
+
+def rare_class_plan(modalities=None, smoke: bool = False) -> StudyPlan:
+    "DIS2 and fusion × each class weighting of `RARE_WEIGHTINGS` (the default one keeps the method's name)."
+    methods = [MethodSpec(b if w == RARE_WEIGHTINGS[0] else f'{b}-{w}-weights', b, {'class_weighting': w})
+               for b in ('dis2', 'fusion') for w in RARE_WEIGHTINGS]
+    if smoke: return StudyPlan(methods, seeds=(0, 1), lrs=(RARE_LR,), smoke=True)
+    return StudyPlan(methods, lrs=(RARE_LR,), budget=dict(STUDY_BUDGET))
+
+PLANS = {'default': default_plan, 'rare': rare_class_plan}
+
+def study_data(plan: str, root, smoke: bool = False) -> Path:
+    "The dataset a plan runs on, built under `root` if absent: the benchmark, or (`'rare'`) its rare-class variant."
+    from dis2.synthetic import build_embedded, default_config, smoke_config, imbalanced_config
+    if plan not in PLANS: raise ConfigError(f"unknown study plan {plan!r}; choose from {sorted(PLANS)}")
+    base = smoke_config() if smoke else default_config()
+    if plan == 'rare': return build_embedded(Path(root) / 'embedded_rare', imbalanced_config(base, **RARE_CLASSES),
+                                             progress=not smoke)
+    return build_embedded(Path(root) / 'embedded', base, progress=not smoke)
 
 # %% ../nbs/20a_study.ipynb #3fd124bf
 class Study:
@@ -239,21 +263,24 @@ def size_table(plan: StudyPlan, data_root) -> pd.DataFrame:
 
 # %% ../nbs/20a_study.ipynb #1a5f85ba
 def run_study(data_root=None, records_dir=None, runs_dir=None, smoke: bool = False, progress: bool = True,
-              comparison_only: bool = False, train: bool = True) -> dict:
-    """Run (or resume) the compendium's study; returns `run_all`'s output plus the tables (`study_tables`).
-    `train=False` tabulates the records that exist (an interim view of a study in progress: methods whose search is
-    incomplete are left out, and methods may have fewer seeds than planned)."""
+              comparison_only: bool = False, train: bool = True, plan: str = 'default') -> dict:
+    """Run (or resume) a study (`plan`: a name of `PLANS`); returns `run_all`'s output plus the tables
+    (`study_tables`). Defaults: the plan's dataset built under `data/`, records in `results/study/` and checkpoints in
+    `runs/study/` (`study_<plan>/` for the other plans). `train=False` tabulates the records that exist (an interim
+    view of a study in progress: methods whose search is incomplete are left out, and methods may have fewer seeds
+    than planned)."""
     from dis2.regenerate import repo_root
-    from dis2.synthetic import build_embedded
     root = repo_root()
-    data_root = Path(data_root) if data_root else build_embedded(root / 'data' / 'embedded')
+    data_root = Path(data_root) if data_root else study_data(plan, root / 'data', smoke)
+    if plan not in PLANS: raise ConfigError(f"unknown study plan {plan!r}; choose from {sorted(PLANS)}")
     mods = tuple(m.name for m in open_dataset(data_root, 'test').modalities)
-    plan = default_plan(mods, smoke)
-    if comparison_only: plan.ablations = []
-    st = Study(plan, data_root, records_dir or root / 'results' / 'study', runs_dir or root / 'runs' / 'study',
+    pl = PLANS[plan](mods, smoke)
+    if comparison_only: pl.ablations = []
+    folder = 'study' if plan == 'default' else f'study_{plan}'
+    st = Study(pl, data_root, records_dir or root / 'results' / folder, runs_dir or root / 'runs' / folder,
                progress, train)
     stale = st.stale_records()
     if stale: print(f"dis2 study: {len(stale)} record(s) in {st.records_dir} belong to no run of this plan "
                     f"(older configs), e.g. {stale[0].name}")
     out = st.run_all()
-    return {**out, 'plan': plan, 'tables': study_tables(out, plan), 'study': st}
+    return {**out, 'plan': pl, 'tables': study_tables(out, pl), 'study': st}
