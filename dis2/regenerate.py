@@ -31,7 +31,8 @@ def notebooks_dir() -> Path:
 
 # %% ../nbs/20b_regenerate.ipynb #ccf7c776
 NARRATIVE = ('21_comparison', '22_ablation', '23_missing_analysis', '24_class_attention', '25_attribution',
-             '26_scene_shift', '31_limits', '28_claims')     # 28_claims reads the others' results: it runs last
+             '26_scene_shift', '31_limits', '32_rare_classes',
+             '28_claims')     # 28_claims reads the others' results: it runs last
 CANDIDATES = ('03_synthetic', *NARRATIVE, '30_own_data_sen1floods11')
 FIGURES_ONLY = ('03_synthetic',)              # skipped by `results_only`
 
