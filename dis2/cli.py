@@ -143,6 +143,9 @@ def _study_args(sub):
                     'trains)')
     st.add_argument('--smoke', action='store_true', help='tiny study into a temporary folder (checks the machinery)')
     st.add_argument('--comparison-only', action='store_true', help='skip the ablations')
+    st.add_argument('--lr-edge', action='store_true', help='also train each method chosen at the top of the lr grid '
+                    'once at twice that rate (seed 0, val; records in <records>_lr_edge/) and report whether the edge '
+                    'held it back')
     st.add_argument('--plan', default='default', choices=('default', 'rare'),
                     help="which study: 'default' (the comparison and ablations) or 'rare' (DIS2 and fusion × class "
                          "weighting on the rare-class variant of the benchmark; records in results/study_rare/)")

@@ -256,7 +256,7 @@ def _study_helpers(a, records: str) -> list:
     args = [sys.executable, '-m', 'dis2.cli', 'study', '--workers', '1', '--records', records]
     args += [x for k, v in (('--data', a.data), ('--runs', a.runs)) if v for x in (k, v)]
     args += (['--smoke'] if a.smoke else []) + (['--comparison-only'] if a.comparison_only else [])
-    args += ['--plan', a.plan]
+    args += ['--plan', a.plan] + (['--lr-edge'] if a.lr_edge else [])
     return [] if a.no_train else [subprocess.Popen(args, stdout=subprocess.DEVNULL) for _ in range(a.workers - 1)]
 
 def cmd_study(a) -> int:
@@ -272,19 +272,24 @@ def cmd_study(a) -> int:
     folder = 'study' if a.plan == 'default' else f'study_{a.plan}'
     records = a.records or str(Path('results') / folder)
     helpers = _study_helpers(a, records)
-    try: out = run_study(a.data, records, a.runs, smoke=a.smoke, progress=not a.no_train,
-                         comparison_only=a.comparison_only, train=not a.no_train, plan=a.plan)
+    try:
+        out = run_study(a.data, records, a.runs, smoke=a.smoke, progress=not a.no_train,
+                        comparison_only=a.comparison_only, train=not a.no_train, plan=a.plan)
+        edge = out['study'].edge_check(out['search'], f'{records}_lr_edge') if a.lr_edge else None
     finally:
         for h in helpers: h.wait()
     if a.tables:
         from dis2.evaluate import write_results
         for name, df in out['tables'].items(): write_results(df, a.tables, f'study_{name}')
+        if edge is not None: write_results(edge, a.tables, 'study_lr_edge')
     import pandas as pd
     t = pd.concat([out['tables']['paired'], out['tables']['ablation_paired']])
     paired = {r.method: [round(r.delta, 2), round(r.ci_low, 2), round(r.ci_high, 2), r.verdict]
               for r in t[t.scenario == 'mean'].itertuples()}
     print(json.dumps({'runs': len(out['records']), 'chosen_lr': out['chosen'], 'records': records,
-                      'paired_mean_vs_dis2': paired}))
+                      'paired_mean_vs_dis2': paired,
+                      **({'lr_edge': {r.method: [r.lr_edge, round(r.val_mIoU_chosen, 2), round(r.val_mIoU_edge, 2),
+                                                 r.held_back] for r in edge.itertuples()}} if edge is not None else {})}))
     return 0
 
 COMMANDS = {'demo': cmd_demo, 'train': cmd_train, 'evaluate': cmd_evaluate, 'predict': cmd_predict,

@@ -236,6 +236,24 @@ def run_all(self: Study) -> dict:
         out = self.final(chosen, bar)
     return dict(search=search, chosen=chosen, **out)
 
+# %% ../nbs/20a_study.ipynb #92f3d744
+@patch
+def edge_check(self: Study, search: pd.DataFrame, records_dir, factor: float = 2., bar=None) -> pd.DataFrame:
+    """Every method chosen at the largest learning rate of the grid, trained at `factor` × that rate (seed 0, val
+    only, records in `records_dir`): mean validation mIoU at the chosen rate and past the edge."""
+    top = max(self.plan.lrs)
+    at_edge = search[search.chosen & (search.lr == top)]
+    edge = Study(self.plan, self.data_root, records_dir, self.runs_dir, self.progress, self.train)
+    specs = {m.name: m for m in self.plan.methods}
+    items = [(specs[m], top * factor, 0) for m in at_edge.method]
+    rows = []
+    for (spec, lr, _), rec, r in zip(items, edge.work(items, ('val',), bar), at_edge.itertuples()):
+        v = pd.DataFrame(rec['scores']['val']).mIoU.mean() if rec else float('nan')
+        rows.append(dict(method=spec.name, lr_chosen=top, val_mIoU_chosen=r.val_mIoU, lr_edge=lr, val_mIoU_edge=v,
+                         held_back=bool(v > r.val_mIoU)))
+    return pd.DataFrame(rows, columns=['method', 'lr_chosen', 'val_mIoU_chosen', 'lr_edge', 'val_mIoU_edge',
+                                       'held_back'])
+
 # %% ../nbs/20a_study.ipynb #a0c8d8a6
 def study_tables(out: dict, plan: StudyPlan) -> dict:
     "name → DataFrame: search, comparison/ablation per-seed test scores, summaries and paired differences."
