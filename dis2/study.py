@@ -11,7 +11,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_SEEDS', 'STUDY_BUDGET', 'RARE_CLASSES', 'RARE_WEIGHTINGS', 'RARE_LR',
            'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_data', 'Study', 'study_tables', 'size_table',
-           'run_study']
+           'run_study', 'study_runs']
 
 # %% ../nbs/20a_study.ipynb #40910a6a
 import pandas as pd
@@ -302,3 +302,33 @@ def run_study(data_root=None, records_dir=None, runs_dir=None, smoke: bool = Fal
                     f"(older configs), e.g. {stale[0].name}")
     out = st.run_all()
     return {**out, 'plan': pl, 'tables': study_tables(out, pl), 'study': st}
+
+# %% ../nbs/20a_study.ipynb #0ed4c512
+def study_runs(names, seeds=STUDY_SEEDS, data_root=None, records_dir=None, runs_dir=None, smoke: bool = False,
+               progress: bool = True):
+    """`dis2.compendium.Runs` of the study's methods `names` (comparison or ablation) × `seeds`, at the learning rates
+    chosen on validation; records and checkpoints that are missing are trained."""
+    from dis2.compendium import Runs
+    from dis2.regenerate import repo_root
+    t0, root = time.time(), repo_root()
+    data_root = Path(data_root) if data_root else study_data('default', root / 'data', smoke)
+    full = default_plan(tuple(m.name for m in open_dataset(data_root, 'test').modalities))
+    specs = {m.name: m for m in full.methods + full.ablations}
+    if unknown := [n for n in names if n not in specs]:
+        raise ConfigError(f"study_runs: {unknown} not in the study (methods: {sorted(specs)})")
+    abl = [specs[n] for n in names if specs[n] in full.ablations]
+    meth = [specs[n] for n in names if specs[n] in full.methods]
+    if abl and full.ref not in names: meth.append(specs[full.ref])          # ablations train at the reference's lr
+    plan = StudyPlan(meth, abl, seeds=tuple(seeds), lrs=STUDY_LRS, budget={} if smoke else dict(STUDY_BUDGET),
+                     ref=full.ref if full.ref in [m.name for m in meth] else meth[0].name, smoke=smoke)
+    st = Study(plan, data_root, records_dir or root / 'results' / 'study', runs_dir or root / 'runs' / 'study', progress)
+    chosen = st.chosen(st.search())
+    out = st.final(chosen)
+    dirs, trained = {}, []
+    for spec in meth + abl:
+        for seed in plan.seeds:
+            d = st.runs_dir / st.key(spec, chosen[spec.name]) / f'seed{seed}'
+            if not (d / 'last.pt').exists(): st.model(spec.name, chosen[spec.name], seed); trained.append((spec.name, seed))
+            dirs[(spec.name, seed)] = d
+    table = out['test'][out['test'].method.isin(names)].reset_index(drop=True)
+    return Runs(table, dirs, trained, time.time() - t0, data_root)
