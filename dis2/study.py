@@ -305,11 +305,16 @@ def run_study(data_root=None, records_dir=None, runs_dir=None, smoke: bool = Fal
 
 # %% ../nbs/20a_study.ipynb #0ed4c512
 def study_runs(names, seeds=STUDY_SEEDS, data_root=None, records_dir=None, runs_dir=None, smoke: bool = False,
-               progress: bool = True):
+               progress: bool = True, nb=None):
     """`dis2.compendium.Runs` of the study's methods `names` (comparison or ablation) × `seeds`, at the learning rates
-    chosen on validation; records and checkpoints that are missing are trained."""
+    chosen on validation; records and checkpoints that are missing are trained. `nb` (a narrative notebook's
+    `dis2.compendium.Notebook`) supplies seeds, data, smoke mode and folders (smoke: records and runs in its temporary
+    folder)."""
     from dis2.compendium import Runs
     from dis2.regenerate import repo_root
+    if nb is not None:
+        seeds, data_root, smoke, progress = nb.seeds, nb.data_root, nb.smoke, not nb.smoke
+        records_dir, runs_dir = (nb.runs_dir / 'records') if nb.smoke else records_dir, nb.runs_dir / 'study'
     t0, root = time.time(), repo_root()
     data_root = Path(data_root) if data_root else study_data('default', root / 'data', smoke)
     full = default_plan(tuple(m.name for m in open_dataset(data_root, 'test').modalities))
@@ -330,5 +335,5 @@ def study_runs(names, seeds=STUDY_SEEDS, data_root=None, records_dir=None, runs_
             d = st.runs_dir / st.key(spec, chosen[spec.name]) / f'seed{seed}'
             if not (d / 'last.pt').exists(): st.model(spec.name, chosen[spec.name], seed); trained.append((spec.name, seed))
             dirs[(spec.name, seed)] = d
-    table = out['test'][out['test'].method.isin(names)].reset_index(drop=True)
+    table = out['test'][out['test'].method.isin(names)].drop(columns='lr').reset_index(drop=True)   # run_methods' schema
     return Runs(table, dirs, trained, time.time() - t0, data_root)
