@@ -49,10 +49,11 @@ results: install
 ## The fair study (dis2.study: lr search on val, 5 seeds, paired CIs; resumable, records in results/study/), two worker
 ## processes, then the comparison and ablation notebooks' tables and figures from its records.
 long-budget: study
-	$(BIN)/dis2 figures --only 21,22
+	$(BIN)/dis2 figures --only 21,22,23,24,25,32,28
 
 study: install
-	OMP_NUM_THREADS=1 DIS2_THREADS=1 $(BIN)/dis2 study --workers 2
+	OMP_NUM_THREADS=1 DIS2_THREADS=1 $(BIN)/dis2 study --workers 2 --lr-edge
+	OMP_NUM_THREADS=1 DIS2_THREADS=1 $(BIN)/dis2 study --workers 2 --plan rare
 
 bench: install
 	$(BIN)/dis2 bench --config dis2
