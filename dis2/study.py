@@ -10,14 +10,14 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_SEEDS', 'STUDY_BUDGET', 'RARE_CLASSES', 'RARE_WEIGHTINGS', 'RARE_LR',
-           'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_data', 'Study', 'study_tables', 'size_table',
-           'run_study', 'study_runs']
+           'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_data', 'dataset_id', 'Study', 'study_tables',
+           'size_table', 'run_study', 'study_runs']
 
 # %% ../nbs/20a_study.ipynb #40910a6a
 import pandas as pd
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import asdict_deep, atomic_write_text, ConfigError, DataError, run_lock, RunLockError
+from .core import asdict_deep, atomic_write_text, config_hash, ConfigError, DataError, run_lock, RunLockError
 from .experiment import MethodSpec, unimodal_methods, train_and_score
 from .methods import method_names
 from .train import train, open_run_datasets, _resume_key
@@ -81,13 +81,18 @@ def study_data(plan: str, root, smoke: bool = False) -> Path:
     return build_embedded(Path(root) / 'embedded', base, progress=not smoke)
 
 # %% ../nbs/20a_study.ipynb #3fd124bf
+def dataset_id(root: Path) -> str | None:
+    "A fingerprint of the dataset at `root`: the hash of its manifest (`dis2.json`; None without one)."
+    try: return config_hash(json.loads((Path(root) / 'dis2.json').read_text()))
+    except (OSError, ValueError): return None
+
 class Study:
     "Trains, evaluates and records the runs of a `StudyPlan` on the dataset at `data_root`."
     def __init__(self, plan: StudyPlan, data_root, records_dir, runs_dir, progress: bool = True, train: bool = True):
         self.plan, self.data_root, self.train = plan, Path(data_root), train    # train=False: read the records only
         self.records_dir, self.runs_dir, self.progress = Path(records_dir), Path(runs_dir), progress
         if not self.data_root.is_dir(): raise DataError("dataset folder does not exist", self.data_root)
-        self._data = {}
+        self._data, self.data_id = {}, dataset_id(self.data_root)
 
     def config(self, spec: MethodSpec, lr: float, seed: int):
         "The `RunConfig` of `spec` at learning rate `lr` and `seed` under the plan's budget."
@@ -110,8 +115,16 @@ def datasets(self: Study, cfg) -> dict:
     return self._data[k]
 
 # %% ../nbs/20a_study.ipynb #81b3219a
-def _read(path: Path, splits) -> dict | None:
+def _load(path: Path, data_id: str | None) -> dict | None:
+    "The record at `path` (None if absent); a record made on another dataset is refused, never mixed in."
     rec = json.loads(path.read_text()) if path.exists() else None
+    if rec is not None and None not in (rec.get('data'), data_id) and rec['data'] != data_id:
+        raise DataError(f"this run record was made on another dataset (fingerprint {rec['data']}, this study's data "
+                        f"{data_id}): use a records folder of its own for each dataset", path)
+    return rec
+
+def _read(path: Path, splits, data_id: str | None = None) -> dict | None:
+    rec = _load(path, data_id)
     return rec if rec is not None and all(s in rec['scores'] for s in splits) else None
 
 @patch
@@ -120,7 +133,7 @@ def run(self: Study, spec: MethodSpec, lr: float, seed: int, splits=('val',), wa
     Runs are locked (`dis2.core.run_lock`), so several workers can share a study; with `wait=False` a run another
     process holds returns None instead of waiting."""
     path = self.record_path(spec, lr, seed)
-    if (rec := _read(path, splits)) is not None or not self.train: return rec
+    if (rec := _read(path, splits, self.data_id)) is not None or not self.train: return rec
     run_dir = self.runs_dir / self.key(spec, lr) / f'seed{seed}'
     while True:
         try:
@@ -131,14 +144,14 @@ def run(self: Study, spec: MethodSpec, lr: float, seed: int, splits=('val',), wa
 
 @patch
 def _run_locked(self: Study, spec, lr, seed, splits, path, run_dir) -> dict:
-    if (rec := _read(path, splits)) is not None: return rec        # another worker finished it meanwhile
-    rec = json.loads(path.read_text()) if path.exists() else None
+    if (rec := _read(path, splits, self.data_id)) is not None: return rec   # another worker finished it meanwhile
+    rec = _load(path, self.data_id)
     cfg = self.config(spec, lr, seed)
     data = self.datasets(cfg)
     todo = {s: data[s] for s in splits if rec is None or s not in rec['scores']}
     res, tables, seconds = train_and_score(cfg, data['train'], todo, run_dir)    # dis2.experiment's train → evaluate
     rec = rec or dict(method=spec.name, config=spec.config, key=self.key(spec, lr), seed=seed, lr=float(lr),
-                      run_config=asdict_deep(cfg), scores={}, seconds={})
+                      run_config=asdict_deep(cfg), scores={}, seconds={}, data=self.data_id)
     rec['seconds']['train'] = rec['seconds'].get('train') or seconds['train']
     for s, df in tables.items():
         rec['scores'][s] = df.round(4).to_dict('records'); rec['seconds'][s] = seconds[s]
