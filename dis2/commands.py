@@ -261,7 +261,7 @@ def _study_helpers(a, records: str) -> list:
 
 def cmd_study(a) -> int:
     import tempfile
-    from dis2.study import run_study
+    from dis2.study import run_study, study_folder
     if a.workers < 1: raise ConfigError(f"--workers must be at least 1, got {a.workers}")
     if a.smoke:
         base = Path(tempfile.mkdtemp(prefix='dis2_study_'))
@@ -269,8 +269,7 @@ def cmd_study(a) -> int:
             from dis2.study import study_data
             a.data = str(study_data(a.plan, base, smoke=True))
         a.records, a.runs = a.records or str(base / 'records'), a.runs or str(base / 'runs')
-    folder = 'study' if a.plan == 'default' else f'study_{a.plan}'
-    records = a.records or str(Path('results') / folder)
+    records = a.records or str(Path('results') / study_folder(a.plan))
     helpers = _study_helpers(a, records)
     try:
         out = run_study(a.data, records, a.runs, smoke=a.smoke, progress=not a.no_train,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_SEEDS', 'STUDY_BUDGET', 'RARE_CLASSES', 'RARE_WEIGHTINGS', 'RARE_LR',
-           'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_data', 'dataset_id', 'Study', 'study_tables',
-           'size_table', 'run_study', 'study_runs']
+           'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_folder', 'study_data', 'dataset_id', 'Study',
+           'study_tables', 'size_table', 'run_study', 'study_runs']
 
 # %% ../nbs/20a_study.ipynb #40910a6a
 import pandas as pd
@@ -71,10 +71,15 @@ def rare_class_plan(modalities=None, smoke: bool = False) -> StudyPlan:
 
 PLANS = {'default': default_plan, 'rare': rare_class_plan}
 
+def study_folder(plan: str) -> str:
+    "Folder name of a plan's records (under `results/`) and checkpoints (under `runs/`)."
+    if plan not in PLANS: raise ConfigError(f"unknown study plan {plan!r}; choose from {sorted(PLANS)}")
+    return 'study' if plan == 'default' else f'study_{plan}'
+
 def study_data(plan: str, root, smoke: bool = False) -> Path:
     "The dataset a plan runs on, built under `root` if absent: the benchmark, or (`'rare'`) its rare-class variant."
     from dis2.synthetic import build_embedded, default_config, smoke_config, imbalanced_config
-    if plan not in PLANS: raise ConfigError(f"unknown study plan {plan!r}; choose from {sorted(PLANS)}")
+    study_folder(plan)                                   # refuses an unknown plan
     base = smoke_config() if smoke else default_config()
     if plan == 'rare': return build_embedded(Path(root) / 'embedded_rare', imbalanced_config(base, **RARE_CLASSES),
                                              progress=not smoke)
@@ -301,13 +306,11 @@ def run_study(data_root=None, records_dir=None, runs_dir=None, smoke: bool = Fal
     view of a study in progress: methods whose search is incomplete are left out, and methods may have fewer seeds
     than planned)."""
     from dis2.regenerate import repo_root
-    root = repo_root()
+    root, folder = repo_root(), study_folder(plan)
     data_root = Path(data_root) if data_root else study_data(plan, root / 'data', smoke)
-    if plan not in PLANS: raise ConfigError(f"unknown study plan {plan!r}; choose from {sorted(PLANS)}")
     mods = tuple(m.name for m in open_dataset(data_root, 'test').modalities)
     pl = PLANS[plan](mods, smoke)
     if comparison_only: pl.ablations = []
-    folder = 'study' if plan == 'default' else f'study_{plan}'
     st = Study(pl, data_root, records_dir or root / 'results' / folder, runs_dir or root / 'runs' / folder,
                progress, train)
     stale = st.stale_records()
