@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_SEEDS', 'STUDY_BUDGET', 'RARE_CLASSES', 'RARE_WEIGHTINGS', 'RARE_LR',
+__all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_SEEDS', 'STUDY_BUDGET', 'RARE_CLASSES', 'RARE_WEIGHTINGS', 'RARE_LRS',
            'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_folder', 'study_data', 'dataset_id', 'Study',
            'study_tables', 'size_table', 'run_study', 'study_runs']
 
@@ -28,13 +28,14 @@ from .report import seed_summary, paired_ci
 # %% ../nbs/20a_study.ipynb #7b885d67
 COMPARISON = method_names('comparison', 'control')     # the one table of methods (`dis2.methods`) says who is in
 ABLATION = method_names('ablation')                      # the comparison and in the ablation
-STUDY_LRS = (2e-3, 4e-3)
+STUDY_LRS = (2e-3, 4e-3, 8e-3)
 STUDY_SEEDS = (0, 1, 2, 3, 4)
 STUDY_BUDGET = dict(epochs=4, distill_warmup_epochs=1)   # 4 epochs × 45 steps, batch 8 (distillation from epoch 1)
 
 @dataclass
 class StudyPlan:
-    "Methods (searched), ablations (at the reference's lr), seeds, lr grid and the shared train overrides."
+    """Methods (searched), ablations (at the reference's lr), seeds, lr grid and the shared train overrides;
+    `method_lrs` (method name → tuple) gives a method its own grid instead of `lrs`."""
     methods: list
     ablations: list = field(default_factory=list)
     seeds: tuple = STUDY_SEEDS
@@ -42,12 +43,21 @@ class StudyPlan:
     budget: dict = field(default_factory=dict)
     ref: str = 'dis2'
     smoke: bool = False                # smoke-sized configs
+    method_lrs: dict = field(default_factory=dict)
     def __post_init__(self):
         names = [m.name for m in self.methods + self.ablations]
         if len(set(names)) != len(names): raise ConfigError(f"StudyPlan: duplicate method names in {names}")
         if self.ref not in [m.name for m in self.methods]:
             raise ConfigError(f"StudyPlan: reference {self.ref!r} is not a method")
         if not self.seeds or not self.lrs: raise ConfigError("StudyPlan: needs at least one seed and one learning rate")
+        unknown = set(self.method_lrs) - {m.name for m in self.methods}
+        if unknown: raise ConfigError(f"StudyPlan: method_lrs names no method of the plan: {sorted(unknown)}")
+        if not all(self.method_lrs.values()): raise ConfigError("StudyPlan: an empty grid in method_lrs")
+
+    def lrs_of(self, name: str) -> tuple:
+        "The learning rates searched for method `name` (an ablation: the reference's)."
+        if name not in [m.name for m in self.methods]: name = self.ref
+        return tuple(self.method_lrs.get(name, self.lrs))
 
 def default_plan(modalities, smoke: bool = False) -> StudyPlan:
     "The study of the compendium (smoke: DIS2, fusion and one ablation, two seeds, two learning rates)."
@@ -60,14 +70,15 @@ def default_plan(modalities, smoke: bool = False) -> StudyPlan:
 # %% ../nbs/20a_study.ipynb #ff92eb60
 RARE_CLASSES = dict(car=.15, clutter=.15)                # density multipliers of `imbalanced_config`
 RARE_WEIGHTINGS = ('inverse_sqrt', 'inverse')            # the default recipe's class weighting first
-RARE_LR = 4e-3                                           # DIS2's and fusion's choice in the main study
+RARE_LRS = dict(dis2=4e-3, fusion=8e-3)                  # each network's choice on val in the main study
 
 def rare_class_plan(modalities=None, smoke: bool = False) -> StudyPlan:
     "DIS2 and fusion × each class weighting of `RARE_WEIGHTINGS` (the default one keeps the method's name)."
     methods = [MethodSpec(b if w == RARE_WEIGHTINGS[0] else f'{b}-{w}-weights', b, {'class_weighting': w})
                for b in ('dis2', 'fusion') for w in RARE_WEIGHTINGS]
-    if smoke: return StudyPlan(methods, seeds=(0, 1), lrs=(RARE_LR,), smoke=True)
-    return StudyPlan(methods, lrs=(RARE_LR,), budget=dict(STUDY_BUDGET))
+    own = {m.name: (RARE_LRS[m.config],) for m in methods}          # each variant at its network's learning rate
+    if smoke: return StudyPlan(methods, seeds=(0, 1), lrs=(RARE_LRS['dis2'],), smoke=True, method_lrs=own)
+    return StudyPlan(methods, lrs=(RARE_LRS['dis2'],), budget=dict(STUDY_BUDGET), method_lrs=own)
 
 PLANS = {'default': default_plan, 'rare': rare_class_plan}
 
@@ -108,6 +119,7 @@ class Study:
         return f"{spec.name}-{_resume_key(self.config(spec, lr, 0))}"
 
     def record_path(self, spec, lr, seed) -> Path: return self.records_dir / f"{self.key(spec, lr)}-seed{seed}.json"
+    def run_dir(self, spec, lr, seed) -> Path: return self.runs_dir / self.key(spec, lr) / f'seed{seed}'
 
 @patch
 def datasets(self: Study, cfg) -> dict:
@@ -139,7 +151,7 @@ def run(self: Study, spec: MethodSpec, lr: float, seed: int, splits=('val',), wa
     process holds returns None instead of waiting."""
     path = self.record_path(spec, lr, seed)
     if (rec := _read(path, splits, self.data_id)) is not None or not self.train: return rec
-    run_dir = self.runs_dir / self.key(spec, lr) / f'seed{seed}'
+    run_dir = self.run_dir(spec, lr, seed)
     while True:
         try:
             with run_lock(run_dir, 'study run'): return self._run_locked(spec, lr, seed, splits, path, run_dir)
@@ -184,7 +196,7 @@ def work(self: Study, items: list, splits, bar=None) -> list:
 @patch
 def stale_records(self: Study) -> list:
     "Record files in `records_dir` that no run of the plan would read (written under other configs)."
-    keys = {self.key(s, lr) for s in self.plan.methods + self.plan.ablations for lr in self.plan.lrs}
+    keys = {self.key(s, lr) for s in self.plan.methods + self.plan.ablations for lr in self.plan.lrs_of(s.name)}
     return sorted(p for p in self.records_dir.glob('*.json') if p.name.rsplit('-seed', 1)[0] not in keys)
 
 @patch
@@ -193,7 +205,7 @@ def model(self: Study, name: str, lr: float, seed: int = 0):
     spec = next((m for m in self.plan.methods + self.plan.ablations if m.name == name), None)
     if spec is None: raise ConfigError(f"no method {name!r} in the study plan")
     cfg = self.config(spec, lr, seed); data = self.datasets(cfg)
-    res = train(cfg, data['train'], None, self.runs_dir / self.key(spec, lr) / f'seed{seed}', progress=False)
+    res = train(cfg, data['train'], None, self.run_dir(spec, lr, seed), progress=False)
     return res.model.eval(), cfg, data['train']
 
 # %% ../nbs/20a_study.ipynb #121ae640
@@ -214,13 +226,14 @@ def _scores(recs: list, split: str, modalities=None) -> pd.DataFrame:
 def search(self: Study, bar=None) -> pd.DataFrame:
     "Validation mIoU (mean over scenarios) of every comparison method × learning rate at seed 0."
     rows = []
-    items = [(spec, lr, 0) for spec in self.plan.methods for lr in self.plan.lrs]
+    items = [(spec, lr, 0) for spec in self.plan.methods for lr in self.plan.lrs_of(spec.name)]
     for (spec, lr, _), rec in zip(items, self.work(items, ('val',), bar)):
         if rec is None: continue
         v = pd.DataFrame(rec['scores']['val'])
         rows.append(dict(method=spec.name, lr=lr, val_mIoU=v.mIoU.mean(), val_min_mIoU=v.mIoU.min()))
     df = pd.DataFrame(rows, columns=['method', 'lr', 'val_mIoU', 'val_min_mIoU'])
-    complete = df.groupby('method').lr.count() == len(self.plan.lrs)   # a method is chosen for once fully searched
+    n = df.groupby('method').lr.count()                     # a method is chosen for once its grid is fully searched
+    complete = {m: bool(k == len(self.plan.lrs_of(m))) for m, k in n.items()}
     df = df[df.method.map(complete)].reset_index(drop=True)
     best = df.sort_values(['val_mIoU', 'lr'], ascending=[False, True]).drop_duplicates('method')
     df['chosen'] = [bool(((best.method == m) & (best.lr == l)).any()) for m, l in zip(df.method, df.lr)]
@@ -248,7 +261,7 @@ def final(self: Study, chosen: dict, bar=None, ablations: bool = True) -> dict:
 def run_all(self: Study) -> dict:
     "Search, then the final runs (comparison first, then ablations); returns search, chosen and the score tables."
     p = self.plan
-    n = len(p.methods) * (len(p.lrs) + len(p.seeds)) + len(p.ablations) * len(p.seeds)
+    n = sum(len(p.lrs_of(m.name)) + len(p.seeds) for m in p.methods) + len(p.ablations) * len(p.seeds)
     with tqdm(total=n, desc='study runs', disable=not self.progress) as bar:
         search = self.search(bar); chosen = self.chosen(search)
         out = self.final(chosen, bar)
@@ -259,15 +272,15 @@ def run_all(self: Study) -> dict:
 def edge_check(self: Study, search: pd.DataFrame, records_dir, factor: float = 2., bar=None) -> pd.DataFrame:
     """Every method chosen at the largest learning rate of the grid, trained at `factor` × that rate (seed 0, val
     only, records in `records_dir`): mean validation mIoU at the chosen rate and past the edge."""
-    top = max(self.plan.lrs)
-    at_edge = search[search.chosen & (search.lr == top)]
+    tops = {m.name: max(self.plan.lrs_of(m.name)) for m in self.plan.methods}
+    at_edge = search[search.chosen & (search.lr == search.method.map(tops))]
     edge = Study(self.plan, self.data_root, records_dir, self.runs_dir, self.progress, self.train)
     specs = {m.name: m for m in self.plan.methods}
-    items = [(specs[m], top * factor, 0) for m in at_edge.method]
+    items = [(specs[m], tops[m] * factor, 0) for m in at_edge.method]
     rows = []
     for (spec, lr, _), rec, r in zip(items, edge.work(items, ('val',), bar), at_edge.itertuples()):
         v = pd.DataFrame(rec['scores']['val']).mIoU.mean() if rec else float('nan')
-        rows.append(dict(method=spec.name, lr_chosen=top, val_mIoU_chosen=r.val_mIoU, lr_edge=lr, val_mIoU_edge=v,
+        rows.append(dict(method=spec.name, lr_chosen=r.lr, val_mIoU_chosen=r.val_mIoU, lr_edge=lr, val_mIoU_edge=v,
                          held_back=bool(v > r.val_mIoU)))
     return pd.DataFrame(rows, columns=['method', 'lr_chosen', 'val_mIoU_chosen', 'lr_edge', 'val_mIoU_edge',
                                        'held_back'])
@@ -348,7 +361,7 @@ def study_runs(names, seeds=STUDY_SEEDS, data_root=None, records_dir=None, runs_
     dirs, trained = {}, []
     for spec in meth + abl:
         for seed in plan.seeds:
-            d = st.runs_dir / st.key(spec, chosen[spec.name]) / f'seed{seed}'
+            d = st.run_dir(spec, chosen[spec.name], seed)
             if not (d / 'last.pt').exists(): st.model(spec.name, chosen[spec.name], seed); trained.append((spec.name, seed))
             dirs[(spec.name, seed)] = d
     table = out['test'][out['test'].method.isin(names)].drop(columns='lr').reset_index(drop=True)   # run_methods' schema
