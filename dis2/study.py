@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import asdict_deep, atomic_write_text, config_hash, ConfigError, DataError, run_lock, RunLockError
 from .experiment import MethodSpec, unimodal_methods, train_and_score
-from .methods import method_names
+from .methods import method, method_names
 from .train import train, open_run_datasets, _resume_key
 from .data import open_dataset
 from .modalities import scenario_name
@@ -54,10 +54,18 @@ class StudyPlan:
         if unknown: raise ConfigError(f"StudyPlan: method_lrs names no method of the plan: {sorted(unknown)}")
         if not all(self.method_lrs.values()): raise ConfigError("StudyPlan: an empty grid in method_lrs")
 
+    def base_of(self, name: str) -> str:
+        """The method whose learning rate `name` trains at: itself for a method; for an ablation, the plan's method
+        whose network it shares (`fusion-single` → `fusion`), else the reference."""
+        meths = [m.name for m in self.methods]
+        if name in meths: return name
+        spec = next((a for a in self.ablations if a.name == name), None)
+        arch = method(spec.config).arch_name if spec is not None else None
+        return arch if arch in meths else self.ref
+
     def lrs_of(self, name: str) -> tuple:
-        "The learning rates searched for method `name` (an ablation: the reference's)."
-        if name not in [m.name for m in self.methods]: name = self.ref
-        return tuple(self.method_lrs.get(name, self.lrs))
+        "The learning rates searched for method `name` (an ablation: its base's, `base_of`)."
+        return tuple(self.method_lrs.get(self.base_of(name), self.lrs))
 
 def default_plan(modalities, smoke: bool = False) -> StudyPlan:
     "The study of the compendium (smoke: DIS2, fusion and one ablation, two seeds, two learning rates)."
@@ -241,9 +249,9 @@ def search(self: Study, bar=None) -> pd.DataFrame:
 
 @patch
 def chosen(self: Study, search: pd.DataFrame) -> dict:
-    "method → learning rate chosen on validation (ablations: the reference's)."
+    "method → learning rate chosen on validation (an ablation: its base's, `StudyPlan.base_of`)."
     lr = dict(search[search.chosen].set_index('method').lr)
-    return {**lr, **({a.name: lr[self.plan.ref] for a in self.plan.ablations} if self.plan.ref in lr else {})}
+    return {**lr, **{a.name: lr[self.plan.base_of(a.name)] for a in self.plan.ablations if self.plan.base_of(a.name) in lr}}
 
 # %% ../nbs/20a_study.ipynb #89ab347c
 @patch
@@ -352,7 +360,8 @@ def study_runs(names, seeds=STUDY_SEEDS, data_root=None, records_dir=None, runs_
         raise ConfigError(f"study_runs: {unknown} not in the study (methods: {sorted(specs)})")
     abl = [specs[n] for n in names if specs[n] in full.ablations]
     meth = [specs[n] for n in names if specs[n] in full.methods]
-    if abl and full.ref not in names: meth.append(specs[full.ref])          # ablations train at the reference's lr
+    for b in dict.fromkeys(full.base_of(a.name) for a in abl):              # ablations train at their base's lr
+        if b not in [m.name for m in meth]: meth.append(specs[b])
     plan = StudyPlan(meth, abl, seeds=tuple(seeds), lrs=STUDY_LRS, budget={} if smoke else dict(STUDY_BUDGET),
                      ref=full.ref if full.ref in [m.name for m in meth] else meth[0].name, smoke=smoke)
     st = Study(plan, data_root, records_dir or root / 'results' / 'study', runs_dir or root / 'runs' / 'study', progress)
