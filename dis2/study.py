@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_SEEDS', 'STUDY_BUDGET', 'RARE_CLASSES', 'RARE_WEIGHTINGS', 'RARE_LRS',
-           'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_folder', 'study_data', 'dataset_id', 'Study',
-           'study_tables', 'size_table', 'run_study', 'study_runs']
+__all__ = ['COMPARISON', 'ABLATION', 'STUDY_LRS', 'STUDY_EXTEND', 'STUDY_SEEDS', 'STUDY_BUDGET', 'RARE_CLASSES',
+           'RARE_WEIGHTINGS', 'RARE_LRS', 'PLANS', 'StudyPlan', 'default_plan', 'rare_class_plan', 'study_folder',
+           'study_data', 'dataset_id', 'Study', 'study_tables', 'size_table', 'run_study', 'study_runs']
 
 # %% ../nbs/20a_study.ipynb #40910a6a
 import pandas as pd
@@ -29,6 +29,7 @@ from .report import seed_summary, paired_ci
 COMPARISON = method_names('comparison', 'control')     # the one table of methods (`dis2.methods`) says who is in
 ABLATION = method_names('ablation')                      # the comparison and in the ablation
 STUDY_LRS = (2e-3, 4e-3, 8e-3)
+STUDY_EXTEND = 2                     # a method that chooses the top of its grid is tried at 2× (up to 4×) that rate
 STUDY_SEEDS = (0, 1, 2, 3, 4)
 STUDY_BUDGET = dict(epochs=4, distill_warmup_epochs=1)   # 4 epochs × 45 steps, batch 8 (distillation from epoch 1)
 
@@ -44,6 +45,7 @@ class StudyPlan:
     ref: str = 'dis2'
     smoke: bool = False                # smoke-sized configs
     method_lrs: dict = field(default_factory=dict)
+    extend: int = 0                    # times a method's grid is doubled past its top while the top is chosen
     def __post_init__(self):
         names = [m.name for m in self.methods + self.ablations]
         if len(set(names)) != len(names): raise ConfigError(f"StudyPlan: duplicate method names in {names}")
@@ -67,13 +69,18 @@ class StudyPlan:
         "The learning rates searched for method `name` (an ablation: its base's, `base_of`)."
         return tuple(self.method_lrs.get(self.base_of(name), self.lrs))
 
+    def grid_of(self, name: str) -> tuple:
+        "Every learning rate the search may reach for `name`: its grid and up to `extend` doublings past the top."
+        g = self.lrs_of(name)
+        return g + tuple(max(g) * 2 ** k for k in range(1, self.extend + 1))
+
 def default_plan(modalities, smoke: bool = False) -> StudyPlan:
     "The study of the compendium (smoke: DIS2, fusion and one ablation, two seeds, two learning rates)."
     if smoke:
         return StudyPlan([MethodSpec('fusion', 'fusion'), MethodSpec('dis2', 'dis2')],
                          [MethodSpec('dis2-no-dlkd', 'dis2-no-dlkd')], seeds=(0, 1), lrs=(2e-3, 4e-3), smoke=True)
     return StudyPlan(unimodal_methods(modalities) + [MethodSpec(n, n) for n in COMPARISON],
-                     [MethodSpec(n, n) for n in ABLATION], budget=dict(STUDY_BUDGET))
+                     [MethodSpec(n, n) for n in ABLATION], budget=dict(STUDY_BUDGET), extend=STUDY_EXTEND)
 
 # %% ../nbs/20a_study.ipynb #ff92eb60
 RARE_CLASSES = dict(car=.15, clutter=.15)                # density multipliers of `imbalanced_config`
@@ -204,7 +211,7 @@ def work(self: Study, items: list, splits, bar=None) -> list:
 @patch
 def stale_records(self: Study) -> list:
     "Record files in `records_dir` that no run of the plan would read (written under other configs)."
-    keys = {self.key(s, lr) for s in self.plan.methods + self.plan.ablations for lr in self.plan.lrs_of(s.name)}
+    keys = {self.key(s, lr) for s in self.plan.methods + self.plan.ablations for lr in self.plan.grid_of(s.name)}
     return sorted(p for p in self.records_dir.glob('*.json') if p.name.rsplit('-seed', 1)[0] not in keys)
 
 @patch
@@ -232,18 +239,26 @@ def _scores(recs: list, split: str, modalities=None) -> pd.DataFrame:
 # %% ../nbs/20a_study.ipynb #b288928c
 @patch
 def search(self: Study, bar=None) -> pd.DataFrame:
-    "Validation mIoU (mean over scenarios) of every comparison method × learning rate at seed 0."
-    rows = []
-    items = [(spec, lr, 0) for spec in self.plan.methods for lr in self.plan.lrs_of(spec.name)]
-    for (spec, lr, _), rec in zip(items, self.work(items, ('val',), bar)):
-        if rec is None: continue
-        v = pd.DataFrame(rec['scores']['val'])
-        rows.append(dict(method=spec.name, lr=lr, val_mIoU=v.mIoU.mean(), val_min_mIoU=v.mIoU.min()))
-    df = pd.DataFrame(rows, columns=['method', 'lr', 'val_mIoU', 'val_min_mIoU'])
-    n = df.groupby('method').lr.count()                     # a method is chosen for once its grid is fully searched
-    complete = {m: bool(k == len(self.plan.lrs_of(m))) for m, k in n.items()}
-    df = df[df.method.map(complete)].reset_index(drop=True)
-    best = df.sort_values(['val_mIoU', 'lr'], ascending=[False, True]).drop_duplicates('method')
+    """Validation mIoU (mean over scenarios) of every comparison method × learning rate at seed 0. A method whose
+    best rate is the top of its grid is tried at twice that rate, up to `plan.extend` times: the same rule for all."""
+    specs, grids = {m.name: m for m in self.plan.methods}, {m.name: list(self.plan.lrs_of(m.name)) for m in self.plan.methods}
+    rows, tried = [], set()
+    for step in range(self.plan.extend + 1):
+        items = [(specs[m], lr, 0) for m, g in grids.items() for lr in g if (m, lr) not in tried]
+        for (spec, lr, _), rec in zip(items, self.work(items, ('val',), bar)):
+            tried.add((spec.name, lr))
+            if rec is None: continue
+            v = pd.DataFrame(rec['scores']['val'])
+            rows.append(dict(method=spec.name, lr=lr, val_mIoU=v.mIoU.mean(), val_min_mIoU=v.mIoU.min()))
+        df = pd.DataFrame(rows, columns=['method', 'lr', 'val_mIoU', 'val_min_mIoU'])
+        n = df.groupby('method').lr.count()                  # a method is chosen for once its grid is fully searched
+        df = df[df.method.map({m: bool(n.get(m, 0) == len(g)) for m, g in grids.items()})]
+        best = df.sort_values(['val_mIoU', 'lr'], ascending=[False, True]).drop_duplicates('method')
+        grown = [r.method for r in best.itertuples() if r.lr == max(grids[r.method])]
+        if step == self.plan.extend or not grown: break
+        for m in grown: grids[m].append(max(grids[m]) * 2)
+    order = {m: i for i, m in enumerate(grids)}
+    df = df.sort_values(['method', 'lr'], key=lambda c: c.map(order) if c.name == 'method' else c).reset_index(drop=True)
     df['chosen'] = [bool(((best.method == m) & (best.lr == l)).any()) for m, l in zip(df.method, df.lr)]
     return df
 
@@ -280,7 +295,7 @@ def run_all(self: Study) -> dict:
 def edge_check(self: Study, search: pd.DataFrame, records_dir, factor: float = 2., bar=None) -> pd.DataFrame:
     """Every method chosen at the largest learning rate of the grid, trained at `factor` × that rate (seed 0, val
     only, records in `records_dir`): mean validation mIoU at the chosen rate and past the edge."""
-    tops = {m.name: max(self.plan.lrs_of(m.name)) for m in self.plan.methods}
+    tops = search.groupby('method').lr.max()                 # each method's grid as searched (extensions included)
     at_edge = search[search.chosen & (search.lr == search.method.map(tops))]
     edge = Study(self.plan, self.data_root, records_dir, self.runs_dir, self.progress, self.train)
     specs = {m.name: m for m in self.plan.methods}
