@@ -289,11 +289,23 @@ def evaluate_scenarios(model, dataset, scenarios='all', method: str = 'dis2', wi
     return df
 
 # %% ../nbs/12_evaluate.ipynb #24c0f5a3
+def _float_formats(df: pd.DataFrame) -> dict:
+    "column → format: 2 decimals, or 3 significant digits for a column of small magnitudes (e.g. learning rates)."
+    out = {}
+    for c in df.columns:
+        if not pd.api.types.is_float_dtype(df[c]): continue
+        v = df[c].abs(); v = v[(v > 0) & np.isfinite(v)]
+        out[c] = '.3g' if len(v) and v.max() < 0.05 else '.2f'
+    return out
+
 def write_results(df: pd.DataFrame, out_dir, stem: str) -> tuple:
-    "Write `df` to `out_dir/stem.csv` (2 decimals) and `out_dir/stem.md` (Markdown); returns both paths."
-    out_dir = Path(out_dir)
-    csv_p = atomic_write_text(out_dir / f'{stem}.csv', df.to_csv(index=False, float_format='%.2f'))
-    md_p = atomic_write_text(out_dir / f'{stem}.md', df.to_markdown(index=False, floatfmt='.2f') + '\n')
+    """Write `df` to `out_dir/stem.csv` and `out_dir/stem.md` (Markdown), floats at 2 decimals (a column of small
+    magnitudes, such as learning rates, at 3 significant digits instead of rounding to 0.00); returns both paths."""
+    out_dir, fmt = Path(out_dir), _float_formats(df)
+    small = {c: df[c].map(lambda x: format(x, f), na_action='ignore') for c, f in fmt.items() if f != '.2f'}
+    csv_p = atomic_write_text(out_dir / f'{stem}.csv', df.assign(**small).to_csv(index=False, float_format='%.2f'))
+    md_p = atomic_write_text(out_dir / f'{stem}.md', df.to_markdown(
+        index=False, floatfmt=[fmt.get(c, '.2f') for c in df.columns]) + '\n')
     return csv_p, md_p
 
 def read_results(csv) -> pd.DataFrame:
