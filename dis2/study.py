@@ -45,7 +45,7 @@ class StudyPlan:
     ref: str = 'dis2'
     smoke: bool = False                # smoke-sized configs
     method_lrs: dict = field(default_factory=dict)
-    extend: int = 0                    # times a method's grid is doubled past its top while the top is chosen
+    extend: int = 0                    # times a method's grid grows past an end (×2 or ÷2) while that end is chosen
     def __post_init__(self):
         names = [m.name for m in self.methods + self.ablations]
         if len(set(names)) != len(names): raise ConfigError(f"StudyPlan: duplicate method names in {names}")
@@ -70,9 +70,9 @@ class StudyPlan:
         return tuple(self.method_lrs.get(self.base_of(name), self.lrs))
 
     def grid_of(self, name: str) -> tuple:
-        "Every learning rate the search may reach for `name`: its grid and up to `extend` doublings past the top."
+        "Every learning rate the search may reach for `name`: its grid and up to `extend` steps (×2, ÷2) past its ends."
         g = self.lrs_of(name)
-        return g + tuple(max(g) * 2 ** k for k in range(1, self.extend + 1))
+        return g + tuple(x for k in range(1, self.extend + 1) for x in (max(g) * 2 ** k, min(g) / 2 ** k))
 
 def default_plan(modalities, smoke: bool = False) -> StudyPlan:
     "The study of the compendium (smoke: DIS2, fusion and one ablation, two seeds, two learning rates)."
@@ -240,7 +240,8 @@ def _scores(recs: list, split: str, modalities=None) -> pd.DataFrame:
 @patch
 def search(self: Study, bar=None) -> pd.DataFrame:
     """Validation mIoU (mean over scenarios) of every comparison method × learning rate at seed 0. A method whose
-    best rate is the top of its grid is tried at twice that rate, up to `plan.extend` times: the same rule for all."""
+    best rate is the top (bottom) of its grid is tried at twice (half) that rate, up to `plan.extend` times: the same
+    rule for all."""
     specs, grids = {m.name: m for m in self.plan.methods}, {m.name: list(self.plan.lrs_of(m.name)) for m in self.plan.methods}
     rows, tried = [], set()
     for step in range(self.plan.extend + 1):
@@ -254,9 +255,9 @@ def search(self: Study, bar=None) -> pd.DataFrame:
         n = df.groupby('method').lr.count()                  # a method is chosen for once its grid is fully searched
         df = df[df.method.map({m: bool(n.get(m, 0) == len(g)) for m, g in grids.items()})]
         best = df.sort_values(['val_mIoU', 'lr'], ascending=[False, True]).drop_duplicates('method')
-        grown = [r.method for r in best.itertuples() if r.lr == max(grids[r.method])]
-        if step == self.plan.extend or not grown: break
-        for m in grown: grids[m].append(max(grids[m]) * 2)
+        ends = [(r.method, r.lr) for r in best.itertuples() if r.lr in (max(grids[r.method]), min(grids[r.method]))]
+        if step == self.plan.extend or not ends: break
+        for m, lr in ends: grids[m].append(lr * 2 if lr == max(grids[m]) else lr / 2)
     order = {m: i for i, m in enumerate(grids)}
     df = df.sort_values(['method', 'lr'], key=lambda c: c.map(order) if c.name == 'method' else c).reset_index(drop=True)
     df['chosen'] = [bool(((best.method == m) & (best.lr == l)).any()) for m, l in zip(df.method, df.lr)]
@@ -293,15 +294,17 @@ def run_all(self: Study) -> dict:
 # %% ../nbs/20a_study.ipynb #92f3d744
 @patch
 def edge_check(self: Study, search: pd.DataFrame, records_dir, factor: float = 2., bar=None) -> pd.DataFrame:
-    """Every method chosen at the largest learning rate of the grid, trained at `factor` × that rate (seed 0, val
-    only, records in `records_dir`): mean validation mIoU at the chosen rate and past the edge."""
-    tops = search.groupby('method').lr.max()                 # each method's grid as searched (extensions included)
-    at_edge = search[search.chosen & (search.lr == search.method.map(tops))]
+    """Every method chosen at the largest (smallest) learning rate it was searched at, trained at `factor` × (÷)
+    that rate (seed 0, val only, records in `records_dir`): mean validation mIoU at the chosen rate and past the edge."""
+    g = search.groupby('method').lr                          # each method's grid as searched (extensions included)
+    ch = search[search.chosen]
+    ends = [(r, r.lr * f) for r in ch.itertuples() for end, f in ((g.max(), factor), (g.min(), 1 / factor))
+            if r.lr == end[r.method]]
     edge = Study(self.plan, self.data_root, records_dir, self.runs_dir, self.progress, self.train)
     specs = {m.name: m for m in self.plan.methods}
-    items = [(specs[m], tops[m] * factor, 0) for m in at_edge.method]
+    items = [(specs[r.method], lr, 0) for r, lr in ends]
     rows = []
-    for (spec, lr, _), rec, r in zip(items, edge.work(items, ('val',), bar), at_edge.itertuples()):
+    for (spec, lr, _), rec, (r, _) in zip(items, edge.work(items, ('val',), bar), ends):
         v = pd.DataFrame(rec['scores']['val']).mIoU.mean() if rec else float('nan')
         rows.append(dict(method=spec.name, lr_chosen=r.lr, val_mIoU_chosen=r.val_mIoU, lr_edge=lr, val_mIoU_edge=v,
                          held_back=bool(v > r.val_mIoU)))
