@@ -144,6 +144,10 @@ STUDY_NOTES = {
     'dis2-small': "DIS2 at a quarter of its size converges faster at this budget",
 }
 STUDY_FULL_NOTES = {
+    'late': "with every modality late fusion averages the probabilities of two complete single-modality networks, an "
+            "ensemble, and neither network spends capacity on compensating for the other",
+    'fusion': "the plain fusion network spends no capacity and no gradient on compensation or distillation, which serve "
+              "only the missing cases",
     'gemm': "GEMM's segmentation network only ever sees complete inputs (generated where missing), so none of its "
             "capacity goes to the missing cases",
 }
