@@ -29,13 +29,13 @@ from .report import seed_summary, paired_ci
 COMPARISON = method_names('comparison', 'control')     # the one table of methods (`dis2.methods`) says who is in
 ABLATION = method_names('ablation')                      # the comparison and in the ablation
 STUDY_LRS = (2e-3, 4e-3, 8e-3)
-STUDY_EXTEND = 2                     # a method that chooses the top of its grid is tried at 2× (up to 4×) that rate
+STUDY_EXTEND = 2                     # a method that chooses an end of its grid is tried one step (×2, ÷2) past it, twice at most
 STUDY_SEEDS = (0, 1, 2, 3, 4)
 STUDY_BUDGET = dict(epochs=4, distill_warmup_epochs=1)   # 4 epochs × 45 steps, batch 8 (distillation from epoch 1)
 
 @dataclass
 class StudyPlan:
-    """Methods (searched), ablations (at the reference's lr), seeds, lr grid and the shared train overrides;
+    """Methods (searched), ablations (at their base method's lr, `base_of`), seeds, lr grid and the shared train overrides;
     `method_lrs` (method name → tuple) gives a method its own grid instead of `lrs`."""
     methods: list
     ablations: list = field(default_factory=list)
